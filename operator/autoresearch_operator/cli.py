@@ -1,0 +1,234 @@
+"""`autoresearch`: run research orgs locally, compare them, plot them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import report
+from .executor import TRAINER_DIR, LocalExecutor, baseline_train_py
+from .gitrepo import OrgRepo
+from .journal import Journal
+from .loop import ResearchLoop, budget_exhausted, reconcile
+from .proposers import make_proposer
+from .spec import Org, OrgSpecError, load_orgs
+
+console = Console(stderr=False)
+
+
+# -- workdir layout -------------------------------------------------------------------------
+
+
+def data_dir(workdir: Path) -> Path:
+    return workdir / "data"
+
+
+def org_dir(workdir: Path, org: str) -> Path:
+    return workdir / "orgs" / org
+
+
+def ensure_prepared(workdir: Path, corpus: list[str], vocab_size: int | None) -> Path:
+    """Run the trainer image's prepare.py (idempotent: it skips what exists)."""
+    target = data_dir(workdir)
+    cmd = [sys.executable, str(TRAINER_DIR / "prepare.py"), "--data-dir", str(target)]
+    for source in corpus:
+        cmd += ["--source", source]
+    if vocab_size:
+        cmd += ["--vocab-size", str(vocab_size)]
+    console.print(f"[bold]prepare[/] {target} from {', '.join(corpus)}")
+    subprocess.run(cmd, check=True)
+    return target
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+def _apply_overrides(org: Org, args: argparse.Namespace) -> Org:
+    spec = org.spec
+    trainer = spec.trainer.model_copy(
+        update={
+            k: v
+            for k, v in {
+                "profile": args.profile or ("tiny" if args.quick else None),
+                "timeBudgetSeconds": args.time_budget or (15 if args.quick else None),
+                "graceSeconds": 60 if args.quick and spec.trainer.graceSeconds is None else None,
+            }.items()
+            if v is not None
+        }
+    )
+    budget = spec.budget.model_copy(
+        update={"maxExperiments": args.max_experiments or (6 if args.quick else spec.budget.maxExperiments)}
+    )
+    proposer = spec.proposer
+    if args.proposer == "mutate" or (args.proposer == "auto" and not os.environ.get(proposer.apiKeyEnv)):
+        if proposer.type == "openai":
+            console.print(f"[yellow]{org.name}: ${proposer.apiKeyEnv} is not set; using the offline mutate proposer[/]")
+        proposer = proposer.model_copy(update={"type": "mutate"})
+    elif args.proposer in ("auto", "openai") and os.environ.get(proposer.apiKeyEnv):
+        proposer = proposer.model_copy(
+            update={
+                "type": "openai",
+                "model": proposer.model or os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+                "baseURL": proposer.baseURL or os.environ.get("OPENAI_BASE_URL"),
+            }
+        )
+    new_spec = spec.model_copy(update={"trainer": trainer, "budget": budget, "proposer": proposer})
+    return org.model_copy(update={"spec": new_spec})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .display import LiveDisplay
+
+    workdir = Path(args.workdir)
+    try:
+        orgs = load_orgs(Path(args.org_yaml))
+    except OrgSpecError as err:
+        console.print(f"[red]{err}[/]")
+        return 2
+    if args.org:
+        orgs = [o for o in orgs if o.name in args.org]
+    orgs = [_apply_overrides(o, args) for o in orgs]
+    data = ensure_prepared(workdir, args.corpus, args.vocab_size)
+    repo = OrgRepo.open_or_init(workdir / "repo", baseline_train_py())
+    for org in orgs:
+        directory = org_dir(workdir, org.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        journal = Journal(directory)
+        executor = LocalExecutor(data, directory / "experiments", device=args.device, sandbox=args.sandbox)
+        state = reconcile(org, repo, journal)
+        if (why := budget_exhausted(org, state)) is not None:
+            console.print(f"[bold]{org.name}[/]: already done — {why}")
+            continue
+        proposer = make_proposer(org.spec.proposer.model_dump())
+        with LiveDisplay(console, org) as display:
+            loop = ResearchLoop(org, repo, journal, executor, proposer, observer=display)
+            loop.run()
+        console.print(f"[bold]{org.name}[/]: branch {org.branch} in {repo.path}, log {journal.tsv}")
+    return 0
+
+
+# -- compare / plot -----------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    records = report.load_all(Path(args.workdir) / "orgs")
+    if not records:
+        console.print(f"no orgs with experiments under {args.workdir}/orgs")
+        return 1
+    table = Table(title="research orgs", title_justify="left")
+    for col in ("org", "proposer", "best", "baseline", "Δ", "experiments", "kept", "discarded",
+                "crashed", "keep rate", "train time", "LLM tokens"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("org", "proposer") else "right")
+    summaries = sorted(
+        (report.summarize(o, r) for o, r in records.items()),
+        key=lambda s: (s.best is None, s.best or 0.0),
+    )
+    for s in summaries:
+        table.add_row(
+            s.org, s.proposer, _fmt(s.best), _fmt(s.baseline), _fmt(s.improvement, "+.4f"),
+            str(s.experiments), str(s.kept), str(s.discarded), str(s.crashed),
+            _fmt(s.keep_rate, ".0%"), f"{s.training_seconds / 60:.1f} min", str(s.llm_tokens),
+        )  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    records = report.load_all(Path(args.workdir) / "orgs")
+    if args.org:
+        records = {k: v for k, v in records.items() if k in args.org}
+    try:
+        out = report.plot_progress(records, Path(args.output))
+    except ValueError as err:
+        console.print(f"[red]{err}[/]")
+        return 1
+    console.print(f"wrote {out}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    ensure_prepared(Path(args.workdir), args.corpus, args.vocab_size)
+    return 0
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    from .operator_main import main as operator_main
+
+    return operator_main(args)
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    default_corpus = str(Path(TRAINER_DIR).parent.parent / "shared" / "data" / "tinyshakespeare.txt")
+    p = argparse.ArgumentParser(prog="autoresearch", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def workdir(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--workdir", default="runs", help="where data, the git repo and org logs live (default: runs)")
+
+    def corpus(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--corpus", action="append", default=None,
+                        help=f"text file or URL of text/parquet shards (repeatable; default {default_corpus})")  # fmt: skip
+        sp.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (prepare.py's default)")
+
+    r = sub.add_parser("run", help="run the orgs in an org.yaml locally; resumable after Ctrl-C")
+    r.add_argument("org_yaml")
+    workdir(r)
+    corpus(r)
+    r.add_argument("--org", action="append", help="only this org (repeatable)")
+    r.add_argument("--quick", action="store_true", help="CPU quick start: tiny profile, 15 s budget, 6 experiments")
+    r.add_argument("--profile", choices=["full", "tiny"], help="override spec.trainer.profile")
+    r.add_argument("--time-budget", type=int, help="override spec.trainer.timeBudgetSeconds")
+    r.add_argument("--max-experiments", type=int, help="override spec.budget.maxExperiments")
+    r.add_argument("--proposer", choices=["auto", "org", "openai", "mutate"], default="org",
+                   help="auto: openai when the API key is set, else mutate (default: as the org says)")  # fmt: skip
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "user", "none"])
+    r.set_defaults(func=cmd_run)
+
+    pr = sub.add_parser("prepare", help="tokenize a corpus into the workdir (idempotent)")
+    workdir(pr)
+    corpus(pr)
+    pr.set_defaults(func=cmd_prepare)
+
+    c = sub.add_parser("compare", help="print orgs side by side")
+    workdir(c)
+    c.set_defaults(func=cmd_compare)
+
+    pl = sub.add_parser("plot", help="write a progress PNG: val_bpb per experiment and the running best")
+    workdir(pl)
+    pl.add_argument("--org", action="append", help="only this org (repeatable)")
+    pl.add_argument("--output", default="runs/progress.png")
+    pl.set_defaults(func=cmd_plot)
+
+    o = sub.add_parser("operator", help="run the Kubernetes operator against the current KUBECONFIG")
+    o.set_defaults(func=cmd_operator)
+    p.set_defaults(default_corpus=default_corpus)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "corpus", "unset") is None:
+        args.corpus = [args.default_corpus]
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        console.print("\n[yellow]interrupted; run the same command again to resume[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Where experiments run. One small interface; the local one runs the trusted harness as a child.
+
+The Kubernetes Job executor (operator) reads the same result JSON from a pod's termination
+message, so both produce identical TrainResults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .records import CrashReason, TrainResult
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAINER_DIR = Path(os.environ.get("AUTORESEARCH_TRAINER_DIR", REPO_ROOT / "trainer-image"))
+_LOSS = re.compile(r"\bloss[\s:=]+([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)", re.IGNORECASE)
+_STEP = re.compile(r"^\s*step\s+(\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ExperimentJob:
+    org: str
+    experiment: int
+    commit: str
+    train_py: str
+    time_budget: int
+    grace: int
+    profile: str
+
+
+@dataclass
+class Progress:
+    experiment: int
+    wall_seconds: float
+    step: int | None = None
+    loss: float | None = None
+    line: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Executor(Protocol):
+    def run(self, job: ExperimentJob, on_progress: ProgressCallback | None = None) -> TrainResult: ...
+
+
+def baseline_train_py() -> str:
+    return (TRAINER_DIR / "train.py").read_text()
+
+
+def parse_progress(line: str) -> tuple[int | None, float | None]:
+    """(step, loss) from a trainer progress line; either may be None."""
+    step = _STEP.search(line)
+    loss = _LOSS.search(line)
+    return (int(step.group(1)) if step else None, float(loss.group(1)) if loss else None)
+
+
+class LocalExecutor:
+    """Runs `harness.py` as a subprocess, one experiment at a time per device."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        experiments_dir: Path,
+        *,
+        device: str = "auto",
+        sandbox: str = "auto",
+        keep_model: bool = False,
+    ):
+        self.data_dir = Path(data_dir)
+        self.experiments_dir = Path(experiments_dir)
+        self.device = device
+        self.sandbox = sandbox
+        self.keep_model = keep_model
+
+    def output_dir(self, experiment: int) -> Path:
+        return self.experiments_dir / f"{experiment:04d}"
+
+    def run(self, job: ExperimentJob, on_progress: ProgressCallback | None = None) -> TrainResult:
+        out = self.output_dir(job.experiment)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").unlink(missing_ok=True)
+        train_py = out / "train.py"
+        train_py.write_text(job.train_py)
+        cmd = [
+            sys.executable, "-u", str(TRAINER_DIR / "harness.py"),
+            "--train-py", str(train_py),
+            "--data-dir", str(self.data_dir),
+            "--output-dir", str(out),
+            "--time-budget", str(job.time_budget),
+            "--grace", str(job.grace),
+            "--profile", job.profile,
+            "--sandbox", self.sandbox,
+            "--device", self.device,
+        ]  # fmt: skip
+        start = time.monotonic()
+        tail: list[str] = []
+        progress = Progress(job.experiment, 0.0)
+        with (out / "harness.log").open("w") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                cwd=TRAINER_DIR,
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail = (tail + [line])[-40:]
+                step, loss = parse_progress(line)
+                progress.wall_seconds = time.monotonic() - start
+                progress.line = line.rstrip()
+                if step is not None:
+                    progress.step = step
+                if loss is not None:
+                    progress.loss = loss
+                if on_progress:
+                    on_progress(progress)
+            rc = proc.wait()
+        if not self.keep_model:
+            (out / "model.pt2").unlink(missing_ok=True)
+        result_path = out / "result.json"
+        if not result_path.exists():
+            return TrainResult(
+                status="crash",
+                reason=CrashReason.INFRASTRUCTURE.value,
+                detail=f"the harness exited with code {rc} without writing result.json",
+                total_seconds=time.monotonic() - start,
+                log_tail="".join(tail)[-3000:],
+            )
+        return TrainResult.from_json(json.loads(result_path.read_text()))

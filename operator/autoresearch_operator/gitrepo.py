@@ -1,0 +1,146 @@
+"""Each org's history in git: one branch per org, one commit per candidate, nothing ever lost.
+
+Candidates are committed with plumbing (a private index file per call), so the work tree is never
+touched and many orgs can share one repository. Every candidate gets a ref
+`refs/autoresearch/<org>/tried/<n>`; only a kept one also moves the branch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import git
+
+TRAIN_PY = "train.py"
+BASELINE_BRANCH = "baseline"
+_AUTHOR = {
+    "GIT_AUTHOR_NAME": "autoresearch",
+    "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
+    "GIT_COMMITTER_NAME": "autoresearch",
+    "GIT_COMMITTER_EMAIL": "autoresearch@localhost",
+}
+
+
+class OrgRepo:
+    """A repository holding the baseline train.py and one branch per org."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.repo = git.Repo(self.path)
+
+    @classmethod
+    def open_or_init(cls, path: Path, baseline_train_py: str) -> OrgRepo:
+        """Open the repository, creating it with a baseline commit of train.py the first time."""
+        path = Path(path)
+        if not (path / ".git").exists() and not (path / "HEAD").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            git.Repo.init(path, initial_branch=BASELINE_BRANCH)
+        self = cls(path)
+        if not self._ref_exists(f"refs/heads/{BASELINE_BRANCH}"):
+            sha = self._commit_file(None, baseline_train_py, "baseline: train.py as shipped in the trainer image")
+            self._update_ref(f"refs/heads/{BASELINE_BRANCH}", sha)
+        return self
+
+    # -- refs -------------------------------------------------------------------------------
+
+    def _ref_exists(self, ref: str) -> bool:
+        return self.resolve(ref) is not None
+
+    def resolve(self, ref: str) -> str | None:
+        try:
+            return str(self.repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}"))
+        except git.GitCommandError:
+            return None
+
+    def _update_ref(self, ref: str, sha: str, old: str | None = None) -> None:
+        args = [ref, sha] + ([old] if old else [])
+        self.repo.git.update_ref(*args)
+
+    def ensure_branch(self, branch: str) -> str:
+        """The org branch's head, creating the branch at the baseline commit if needed."""
+        head = self.resolve(f"refs/heads/{branch}")
+        if head is None:
+            head = self.resolve(f"refs/heads/{BASELINE_BRANCH}")
+            assert head is not None, "repository has no baseline commit"
+            self._update_ref(f"refs/heads/{branch}", head)
+        return head
+
+    def branch_head(self, branch: str) -> str | None:
+        return self.resolve(f"refs/heads/{branch}")
+
+    def advance(self, branch: str, commit: str) -> None:
+        """Point the org branch at a kept commit."""
+        self._update_ref(f"refs/heads/{branch}", commit)
+
+    @staticmethod
+    def tried_ref(org: str, experiment: int) -> str:
+        return f"refs/autoresearch/{org}/tried/{experiment}"
+
+    def tried(self, org: str, experiment: int) -> str | None:
+        return self.resolve(self.tried_ref(org, experiment))
+
+    def tried_experiments(self, org: str) -> dict[int, str]:
+        out = self.repo.git.for_each_ref("--format=%(refname) %(objectname)", f"refs/autoresearch/{org}/tried/")
+        tried = {}
+        for line in out.splitlines():
+            ref, sha = line.split()
+            tried[int(ref.rsplit("/", 1)[1])] = sha
+        return tried
+
+    # -- content ----------------------------------------------------------------------------
+
+    def read_train_py(self, commit: str) -> str:
+        return str(self.repo.git.show(f"{commit}:{TRAIN_PY}", strip_newline_in_stdout=False))
+
+    def message(self, commit: str) -> str:
+        return str(self.repo.commit(commit).message).strip()
+
+    def commit_candidate(self, org: str, experiment: int, parent: str, train_py: str, message: str) -> str:
+        """Commit a candidate on top of `parent` and record it under its tried ref.
+
+        Idempotent per experiment: if the tried ref exists, that commit is returned unchanged.
+        """
+        existing = self.tried(org, experiment)
+        if existing is not None:
+            return existing
+        sha = self._commit_file(parent, train_py, message)
+        self._update_ref(self.tried_ref(org, experiment), sha)
+        return sha
+
+    def _commit_file(self, parent: str | None, content: str, message: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**_AUTHOR, "GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            g = self.repo.git
+            if parent:
+                g.read_tree(parent, env=env)
+            blob = g.hash_object("-w", "--stdin", istream=subprocess.PIPE, as_process=True)
+            blob_sha = blob.communicate(content.encode())[0].decode().strip()
+            g.update_index("--add", "--cacheinfo", f"100644,{blob_sha},{TRAIN_PY}", env=env)
+            tree = g.write_tree(env=env)
+            args = [tree] + (["-p", parent] if parent else []) + ["-m", message]
+            return str(g.commit_tree(*args, env=env))
+
+    def merge_onto(self, base: str, candidate_src: str, new_best: str) -> str | None:
+        """Three-way merge a candidate written against `base` onto `new_best`.
+
+        Used when a proposal was prepared while another experiment ran and that experiment got
+        kept. Returns the merged train.py, or None when the two changes conflict.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {}
+            for name, text in (
+                ("cand", candidate_src),
+                ("base", self.read_train_py(base)),
+                ("best", self.read_train_py(new_best)),
+            ):
+                files[name] = Path(tmp, name)
+                files[name].write_text(text)
+            proc = subprocess.run(
+                ["git", "merge-file", "-p", str(files["cand"]), str(files["base"]), str(files["best"])],
+                capture_output=True,
+                text=True,
+            )
+            return proc.stdout if proc.returncode == 0 else None

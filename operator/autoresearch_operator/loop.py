@@ -1,0 +1,264 @@
+"""The research loop: propose, commit, train, decide, record — until the org's budget is spent.
+
+Resumable by construction. State lives in three places that are reconciled on start:
+the journal (what was recorded), the tried refs (what was committed) and the org branch
+(what was kept). An experiment committed but never recorded is re-run from its commit, never
+re-proposed; one recorded is never run again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .decide import keep_or_discard
+from .executor import Executor, ExperimentJob, Progress
+from .gitrepo import OrgRepo
+from .journal import Journal
+from .proposers import Proposer
+from .records import (
+    CrashReason,
+    ExperimentRecord,
+    Outcome,
+    Proposal,
+    ProposalContext,
+    ProposalRejected,
+    TokenUsage,
+)
+from .spec import Org
+
+HISTORY_FOR_PROMPT = 20
+BASELINE_MESSAGE = "baseline: unmodified train.py"
+
+
+class LoopObserver(Protocol):
+    def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None: ...
+    def progress(self, org: str, p: Progress) -> None: ...
+    def recorded(self, org: str, rec: ExperimentRecord) -> None: ...
+
+
+class _Quiet:
+    def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
+        pass
+
+    def progress(self, org: str, p: Progress) -> None:
+        pass
+
+    def recorded(self, org: str, rec: ExperimentRecord) -> None:
+        pass
+
+
+@dataclass
+class OrgState:
+    """What the loop knows after reconciling the journal, the refs and the branch."""
+
+    records: list[ExperimentRecord] = field(default_factory=list)
+    best_commit: str | None = None
+    best_val_bpb: float | None = None
+
+    @property
+    def next_experiment(self) -> int:
+        return max((r.experiment for r in self.records), default=-1) + 1
+
+    @property
+    def gpu_seconds(self) -> float:
+        return sum((r.result.training_seconds or 0.0) for r in self.records if r.result)
+
+    @property
+    def llm_tokens(self) -> int:
+        return sum(r.usage.total for r in self.records)
+
+
+def budget_exhausted(org: Org, state: OrgState) -> str | None:
+    """Why the org must stop scheduling, or None while budget remains."""
+    budget = org.spec.budget
+    if state.next_experiment >= budget.maxExperiments:
+        return f"ran {budget.maxExperiments} experiments (budget.maxExperiments)"
+    if budget.maxGPUHours is not None and state.gpu_seconds >= budget.maxGPUHours * 3600:
+        return f"used {state.gpu_seconds / 3600:.2f} GPU-hours (budget.maxGPUHours)"
+    if budget.maxLLMTokens is not None and state.llm_tokens >= budget.maxLLMTokens:
+        return f"used {state.llm_tokens} LLM tokens (budget.maxLLMTokens)"
+    return None
+
+
+def reconcile(org: Org, repo: OrgRepo, journal: Journal) -> OrgState:
+    """Rebuild the org's state and repair the branch if a kill left it behind the journal."""
+    state = OrgState(records=journal.load())
+    repo.ensure_branch(org.branch)
+    for rec in state.records:
+        if rec.outcome is Outcome.KEEP:
+            state.best_commit, state.best_val_bpb = rec.commit, rec.val_bpb
+    if state.best_commit is None:
+        state.best_commit = repo.branch_head(org.branch)
+    elif repo.branch_head(org.branch) != state.best_commit:
+        repo.advance(org.branch, state.best_commit)
+    return state
+
+
+class ResearchLoop:
+    def __init__(
+        self,
+        org: Org,
+        repo: OrgRepo,
+        journal: Journal,
+        executor: Executor,
+        proposer: Proposer,
+        observer: LoopObserver | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
+        self.org = org
+        self.repo = repo
+        self.journal = journal
+        self.executor = executor
+        self.proposer = proposer
+        self.observer = observer or _Quiet()
+        self.should_stop = should_stop
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"propose-{org.name}")
+
+    # -- proposals --------------------------------------------------------------------------
+
+    def _context(self, state: OrgState, experiment: int) -> ProposalContext:
+        assert state.best_commit is not None
+        history = state.records[-HISTORY_FOR_PROMPT:]
+        return ProposalContext(
+            org=self.org.name,
+            experiment=experiment,
+            program=self.org.program_text,
+            best_train_py=self.repo.read_train_py(state.best_commit),
+            best_val_bpb=state.best_val_bpb,
+            history=list(history),
+            log_tails={
+                r.experiment: r.result.log_tail
+                for r in history
+                if r.outcome is Outcome.CRASH and r.result and r.result.log_tail
+            },
+        )
+
+    def _propose(self, ctx: ProposalContext, parent: str) -> tuple[str, Proposal | ProposalRejected, float]:
+        start = time.monotonic()
+        try:
+            outcome: Proposal | ProposalRejected = self.proposer.propose(ctx)
+        except ProposalRejected as rejected:
+            outcome = rejected
+        return parent, outcome, time.monotonic() - start
+
+    def _prefetch(self, state: OrgState, experiment: int) -> cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None:
+        if experiment >= self.org.spec.budget.maxExperiments or self.repo.tried(self.org.name, experiment):
+            return None
+        assert state.best_commit is not None
+        return self._pool.submit(self._propose, self._context(state, experiment), state.best_commit)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> OrgState:
+        state = reconcile(self.org, self.repo, self.journal)
+        prefetched: cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None = None
+        try:
+            while not self.should_stop() and budget_exhausted(self.org, state) is None:
+                n = state.next_experiment
+                candidate = self._candidate(state, n, prefetched)
+                prefetched = None
+                if isinstance(candidate, ExperimentRecord):  # the proposal never became a commit
+                    self._record(state, candidate)
+                    continue
+                commit, parent, description, usage = candidate
+                # LLM latency hides behind training: the next proposal is prepared now.
+                prefetched = self._prefetch(state, n + 1)
+                self._record(state, self._train_and_decide(state, n, commit, parent, description, usage))
+        finally:
+            if prefetched is not None:
+                prefetched.cancel()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        return state
+
+    def _candidate(
+        self,
+        state: OrgState,
+        n: int,
+        prefetched: cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None,
+    ) -> tuple[str, str, str, TokenUsage] | ExperimentRecord:
+        org = self.org.name
+        assert state.best_commit is not None
+        existing = self.repo.tried(org, n)
+        if existing is not None:  # committed before a kill, never recorded: run it as it is
+            self.observer.phase(org, n, "resuming", existing[:7])
+            parents = self.repo.repo.commit(existing).parents
+            parent = parents[0].hexsha if parents else existing
+            return existing, parent, self.repo.message(existing), TokenUsage()
+        if n == 0:
+            base = state.best_commit
+            commit = self.repo.commit_candidate(org, 0, base, self.repo.read_train_py(base), BASELINE_MESSAGE)
+            return commit, base, BASELINE_MESSAGE, TokenUsage()
+        self.observer.phase(org, n, "proposing", self.proposer.name)
+        if prefetched is None:
+            prefetched = self._pool.submit(self._propose, self._context(state, n), state.best_commit)
+        parent, proposal, _latency = prefetched.result()
+        if isinstance(proposal, ProposalRejected):
+            return ExperimentRecord(
+                experiment=n,
+                description="(no valid candidate)",
+                outcome=Outcome.CRASH,
+                parent=state.best_commit,
+                reason=CrashReason.INVALID_PROPOSAL.value,
+                detail=proposal.reason,
+                best_val_bpb=state.best_val_bpb,
+                usage=proposal.usage,
+                proposer=self.proposer.name,
+                started_at=time.time(),
+                finished_at=time.time(),
+            )
+        train_py = proposal.train_py
+        if parent != state.best_commit:  # the best moved while this was being proposed
+            merged = self.repo.merge_onto(parent, train_py, state.best_commit)
+            if merged is not None:
+                train_py, parent = merged, state.best_commit
+        commit = self.repo.commit_candidate(org, n, parent, train_py, proposal.description)
+        return commit, parent, proposal.description, proposal.usage
+
+    def _train_and_decide(
+        self, state: OrgState, n: int, commit: str, parent: str, description: str, usage: TokenUsage
+    ) -> ExperimentRecord:
+        org, trainer = self.org.name, self.org.spec.trainer
+        self.observer.phase(org, n, "training", description)
+        started = time.time()
+        job = ExperimentJob(
+            org=org,
+            experiment=n,
+            commit=commit,
+            train_py=self.repo.read_train_py(commit),
+            time_budget=trainer.timeBudgetSeconds,
+            grace=trainer.grace_seconds,
+            profile=trainer.profile,
+        )
+        result = self.executor.run(job, lambda p: self.observer.progress(org, p))
+        outcome = keep_or_discard(result, state.best_val_bpb, self.org.spec.keepPolicy.minImprovement)
+        best = result.val_bpb if outcome is Outcome.KEEP else state.best_val_bpb
+        return ExperimentRecord(
+            experiment=n,
+            description=description,
+            outcome=outcome,
+            commit=commit,
+            parent=parent,
+            reason=result.reason if outcome is Outcome.CRASH else None,
+            detail=result.detail if outcome is Outcome.CRASH else None,
+            val_bpb=result.val_bpb if result.val_bpb is not None and math.isfinite(result.val_bpb) else None,
+            best_val_bpb=best,
+            result=result,
+            usage=usage,
+            proposer="baseline" if n == 0 else self.proposer.name,
+            started_at=started,
+            finished_at=time.time(),
+        )
+
+    def _record(self, state: OrgState, rec: ExperimentRecord) -> None:
+        """Journal first (fsynced), then move the branch: a kill in between is repaired by reconcile."""
+        self.journal.append(rec)
+        state.records.append(rec)
+        if rec.outcome is Outcome.KEEP and rec.commit:
+            self.repo.advance(self.org.branch, rec.commit)
+            state.best_commit, state.best_val_bpb = rec.commit, rec.val_bpb
+        self.observer.recorded(self.org.name, rec)

@@ -1,0 +1,107 @@
+"""Summaries of finished or running orgs: the comparison table and the progress plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .journal import Journal
+from .records import ExperimentRecord, Outcome
+
+
+@dataclass
+class OrgSummary:
+    org: str
+    proposer: str
+    experiments: int
+    kept: int
+    discarded: int
+    crashed: int
+    baseline: float | None
+    best: float | None
+    training_seconds: float
+    llm_tokens: int
+
+    @property
+    def keep_rate(self) -> float | None:
+        tried = self.experiments - 1  # the baseline is kept by definition
+        return (self.kept - 1) / tried if tried > 0 and self.kept else None
+
+    @property
+    def improvement(self) -> float | None:
+        if self.baseline is None or self.best is None:
+            return None
+        return self.baseline - self.best
+
+
+def summarize(org: str, records: list[ExperimentRecord]) -> OrgSummary:
+    count = {o: sum(r.outcome is o for r in records) for o in Outcome}
+    baseline = next((r.val_bpb for r in records if r.experiment == 0 and r.outcome is Outcome.KEEP), None)
+    kept = [r.val_bpb for r in records if r.outcome is Outcome.KEEP and r.val_bpb is not None]
+    proposers = sorted({r.proposer for r in records if r.proposer and r.proposer != "baseline"})
+    return OrgSummary(
+        org=org,
+        proposer=",".join(proposers) or "-",
+        experiments=len(records),
+        kept=count[Outcome.KEEP],
+        discarded=count[Outcome.DISCARD],
+        crashed=count[Outcome.CRASH],
+        baseline=baseline,
+        best=min(kept) if kept else None,
+        training_seconds=sum((r.result.training_seconds or 0.0) for r in records if r.result),
+        llm_tokens=sum(r.usage.total for r in records),
+    )
+
+
+def load_all(orgs_dir: Path) -> dict[str, list[ExperimentRecord]]:
+    """Every org's records under a workdir's orgs/ folder, by org name."""
+    if not orgs_dir.is_dir():
+        return {}
+    return {d.name: Journal(d).load() for d in sorted(orgs_dir.iterdir()) if (d / "experiments.jsonl").exists()}
+
+
+def plot_progress(all_records: dict[str, list[ExperimentRecord]], output: Path) -> Path:
+    """val_bpb per experiment, the running best as a step line, kept experiments labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    orgs = [o for o, recs in all_records.items() if recs]
+    if not orgs:
+        raise ValueError("no experiments recorded yet: nothing to plot")
+    fig, axes = plt.subplots(len(orgs), 1, figsize=(11, 3.6 * len(orgs)), squeeze=False)
+    for ax, org in zip(axes[:, 0], orgs, strict=True):
+        recs = all_records[org]
+        ok = [r for r in recs if r.outcome is not Outcome.CRASH and r.val_bpb is not None]
+        disc = [r for r in ok if r.outcome is Outcome.DISCARD]
+        kept = [r for r in ok if r.outcome is Outcome.KEEP]
+        ax.scatter([r.experiment for r in disc], [r.val_bpb for r in disc], c="#bbbbbb", s=18, label="discarded")
+        ax.scatter([r.experiment for r in kept], [r.val_bpb for r in kept], c="#2a9d5c", s=36, label="kept", zorder=3)
+        xs, ys = [], []
+        best = None
+        for r in recs:
+            if r.outcome is Outcome.KEEP and r.val_bpb is not None:
+                best = r.val_bpb
+            if best is not None:
+                xs.append(r.experiment)
+                ys.append(best)
+        ax.step(xs, ys, where="post", c="#2a9d5c", lw=1.5, label="running best")
+        crashes = [r for r in recs if r.outcome is Outcome.CRASH]
+        if crashes and ok:
+            top = max(r.val_bpb for r in ok if r.val_bpb is not None)
+            ax.scatter([r.experiment for r in crashes], [top] * len(crashes), marker="x", c="#d1495b", s=30, label="crash")
+        for r in kept:
+            label = r.description if len(r.description) <= 40 else r.description[:37] + "..."
+            ax.annotate(label, (r.experiment, r.val_bpb), textcoords="offset points", xytext=(4, 6),
+                        fontsize=7, rotation=20, color="#1b6b40")  # fmt: skip
+        ax.set_title(f"{org}: {len(recs)} experiments, {len(kept)} kept")
+        ax.set_xlabel("experiment")
+        ax.set_ylabel("val_bpb (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output

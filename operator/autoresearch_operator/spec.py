@@ -1,0 +1,238 @@
+"""The ResearchOrg spec: one schema for `org.yaml` locally and the custom resource on a cluster.
+
+Field names are the custom resource's (camelCase). Loading validates everything up front and
+fails with an error that names the bad field and what is allowed there.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+API_GROUP = "autoresearch.dev"
+API_VERSION = "v1alpha1"
+KIND = "ResearchOrg"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class OrgSpecError(ValueError):
+    """An org.yaml or ResearchOrg body that does not validate; the message names each bad field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(description="Name of the Secret in the org's namespace.")
+    key: str = Field(default="apiKey", description="Key inside the Secret.")
+
+
+class ConfigMapKeyRef(_Model):
+    name: str = Field(description="Name of the ConfigMap in the org's namespace.")
+    key: str = Field(default="program.md", description="Key holding the program.md text.")
+
+
+class TrainerSpec(_Model):
+    image: str = Field(
+        default="ghcr.io/autoresearch-operator/trainer:0.1.0",
+        description="Trainer image whose entrypoint is the trusted harness.",
+    )
+    timeBudgetSeconds: int = Field(
+        default=300, ge=1, le=86400, description="Training time per experiment, in seconds."
+    )
+    graceSeconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Extra wall time for start-up, compile and evaluation before a run is killed.",
+    )
+    profile: Literal["full", "tiny"] = Field(
+        default="full",
+        description="'full' trains the reference-size model on a GPU; 'tiny' a small CPU model for tests.",
+    )
+    resources: dict[str, Any] = Field(
+        default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
+        description="Container resources of the trainer pod.",
+    )
+    nodeSelector: dict[str, str] = Field(default_factory=dict, description="Trainer pod nodeSelector.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Trainer pod tolerations."
+    )
+    priorityClassName: str | None = Field(default=None, description="Trainer pod priority class.")
+    queueName: str | None = Field(
+        default=None, description="Kueue LocalQueue for the trainer Jobs (label kueue.x-k8s.io/queue-name)."
+    )
+
+    @property
+    def grace_seconds(self) -> int:
+        if self.graceSeconds is not None:
+            return self.graceSeconds
+        return 60 + self.timeBudgetSeconds // 5
+
+
+class ProposerSpec(_Model):
+    type: Literal["openai", "mutate"] = Field(
+        default="mutate", description="'openai' asks an LLM; 'mutate' perturbs numeric knobs offline."
+    )
+    model: str | None = Field(default=None, description="Model name for the openai proposer.")
+    baseURL: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint; the client's default when empty."
+    )
+    apiKeyEnv: str = Field(
+        default="OPENAI_API_KEY", description="Environment variable holding the API key (local runs)."
+    )
+    apiKeySecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the API key (cluster runs); read by the operator only."
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
+    maxTokens: int = Field(default=8192, ge=1, description="Completion token cap per proposal.")
+    timeoutSeconds: float = Field(default=180, gt=0, description="Timeout of one LLM request.")
+    maxRetries: int = Field(default=5, ge=0, le=20, description="Retries on 429, 5xx and timeouts.")
+    seed: int = Field(default=0, description="Seed of the mutate proposer.")
+
+    @model_validator(mode="after")
+    def _openai_needs_model(self) -> ProposerSpec:
+        if self.type == "openai" and not self.model:
+            raise ValueError("proposer.model is required when proposer.type is 'openai'")
+        return self
+
+
+class BudgetSpec(_Model):
+    maxExperiments: int = Field(default=20, ge=1, le=100000, description="Experiments to run, baseline included.")
+    maxGPUHours: float | None = Field(default=None, gt=0, description="Stop after this much training time.")
+    maxLLMTokens: int | None = Field(default=None, gt=0, description="Stop after this many LLM tokens.")
+
+
+class KeepPolicy(_Model):
+    minImprovement: float = Field(
+        default=0.0, ge=0, description="Keep a candidate only if val_bpb < best - minImprovement."
+    )
+
+
+class RepoSpec(_Model):
+    url: str | None = Field(default=None, description="Remote to push the org branch and tried refs to.")
+    credentialsSecretRef: SecretKeyRef | None = Field(default=None, description="Secret with push credentials.")
+    branch: str | None = Field(default=None, description="Branch name; default autoresearch/<org>.")
+
+
+class OrgSpec(_Model):
+    program: str | None = Field(default=None, description="program.md: the agent's instructions.")
+    programRef: ConfigMapKeyRef | None = Field(default=None, description="program.md from a ConfigMap key.")
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    proposer: ProposerSpec = Field(default_factory=ProposerSpec)
+    parallelism: int = Field(default=1, ge=1, le=64, description="Experiments running at once.")
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    keepPolicy: KeepPolicy = Field(default_factory=KeepPolicy)
+    repo: RepoSpec = Field(default_factory=RepoSpec)
+    paused: bool = Field(default=False, description="Stop scheduling new experiments.")
+
+    @model_validator(mode="after")
+    def _one_program(self) -> OrgSpec:
+        if (self.program is None) == (self.programRef is None):
+            raise ValueError("set exactly one of spec.program and spec.programRef")
+        return self
+
+
+class Org(_Model):
+    name: str
+    spec: OrgSpec
+    program_text: str = ""  # resolved program.md
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(
+                f"{v!r} is not a DNS-1123 label (lowercase letters, digits and '-', at most 63)"
+            )
+        return v
+
+    @property
+    def branch(self) -> str:
+        return self.spec.repo.branch or f"autoresearch/{self.name}"
+
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid ResearchOrg"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] not in ("extra_forbidden", "missing", "value_error"):
+            msg += f" (got {e['input']!r})"
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field; allowed here: {', '.join(_allowed_fields(e['loc'][:-1]))}"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Org
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
+        nested = [a for a in candidates if issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)
+
+
+def org_from_resource(body: dict[str, Any], base_dir: Path | None = None, where: str = "org") -> Org:
+    """Build an Org from a ResearchOrg body (apiVersion/kind/metadata/spec)."""
+    if not isinstance(body, dict):
+        raise OrgSpecError(f"{where}: expected a mapping, got {type(body).__name__}")
+    kind = body.get("kind", KIND)
+    if kind != KIND:
+        raise OrgSpecError(f"{where}: kind: expected {KIND!r}, got {kind!r}")
+    api_version = body.get("apiVersion", f"{API_GROUP}/{API_VERSION}")
+    if api_version != f"{API_GROUP}/{API_VERSION}":
+        raise OrgSpecError(f"{where}: apiVersion: expected '{API_GROUP}/{API_VERSION}', got {api_version!r}")
+    name = (body.get("metadata") or {}).get("name")
+    if not name:
+        raise OrgSpecError(f"{where}: metadata.name: required")
+    try:
+        org = Org(name=name, spec=body.get("spec") or {})
+    except ValidationError as err:
+        raise OrgSpecError(_format_errors(err, where)) from None
+    return org.model_copy(update={"program_text": _resolve_program(org.spec, base_dir, where)})
+
+
+def _resolve_program(spec: OrgSpec, base_dir: Path | None, where: str) -> str:
+    if spec.program is not None:
+        return spec.program
+    assert spec.programRef is not None
+    if base_dir is None:
+        return ""  # resolved by the operator from the ConfigMap
+    path = base_dir / spec.programRef.key
+    if not path.is_file():
+        raise OrgSpecError(
+            f"{where}: spec.programRef: locally the key {spec.programRef.key!r} must be a file "
+            f"beside org.yaml, and {path} does not exist"
+        )
+    return path.read_text()
+
+
+def load_orgs(path: Path) -> list[Org]:
+    """Load every ResearchOrg document in a YAML file (other kinds, e.g. ConfigMaps, are skipped)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except yaml.YAMLError as err:
+        raise OrgSpecError(f"{path}: not valid YAML: {err}") from None
+    orgs = [
+        org_from_resource(d, path.parent, where=str(path))
+        for d in docs
+        if not (isinstance(d, dict) and d.get("kind") not in (None, KIND))
+    ]
+    if not orgs:
+        raise OrgSpecError(f"{path}: no ResearchOrg document found")
+    names = [o.name for o in orgs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise OrgSpecError(f"{path}: metadata.name must be unique; repeated: {', '.join(dupes)}")
+    return orgs

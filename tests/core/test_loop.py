@@ -1,0 +1,147 @@
+"""The loop's bookkeeping: decisions, refs, branch, journal and resume agree.
+
+The executor here is scripted (val_bpb read from the candidate's first line) so that each
+outcome is chosen by the test; tests/integration trains real models through the real harness.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoresearch_operator.executor import ExperimentJob
+from autoresearch_operator.gitrepo import OrgRepo
+from autoresearch_operator.journal import Journal
+from autoresearch_operator.loop import ResearchLoop, reconcile
+from autoresearch_operator.records import (
+    Outcome,
+    Proposal,
+    ProposalContext,
+    ProposalRejected,
+    TokenUsage,
+    TrainResult,
+)
+from autoresearch_operator.spec import org_from_resource
+
+BASELINE = "SCORE = 2.0\n"
+
+
+class ScriptedProposer:
+    """Proposes the scores in `script` in order; 'garbage' is a rejected proposal."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[float | str]):
+        self.script = list(script)
+        self.contexts: list[ProposalContext] = []
+
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        self.contexts.append(ctx)
+        item = self.script[ctx.experiment - 1]
+        if item == "garbage":
+            raise ProposalRejected("reply had no SEARCH/REPLACE block", TokenUsage(7, 3))
+        return Proposal(f"try {item}", f"SCORE = {item}\n", TokenUsage(100, 20))
+
+
+class ScriptedExecutor:
+    """Returns SCORE from the candidate as val_bpb; a negative score is a NaN crash."""
+
+    def __init__(self, interrupt_at: int | None = None):
+        self.ran: list[int] = []
+        self.interrupt_at = interrupt_at
+
+    def run(self, job: ExperimentJob, on_progress=None) -> TrainResult:
+        if job.experiment == self.interrupt_at:
+            self.interrupt_at = None
+            raise KeyboardInterrupt  # the user hits Ctrl-C mid-training
+        self.ran.append(job.experiment)
+        score = float(job.train_py.split("=")[1])
+        if score < 0:
+            return TrainResult(status="crash", reason="nan", detail="loss is NaN at step 3")
+        return TrainResult(status="ok", val_bpb=score, training_seconds=5.0)
+
+
+def make_org(max_experiments: int, min_improvement: float = 0.0):
+    return org_from_resource({
+        "metadata": {"name": "demo"},
+        "spec": {"program": "minimise SCORE", "budget": {"maxExperiments": max_experiments},
+                 "keepPolicy": {"minImprovement": min_improvement}},
+    })  # fmt: skip
+
+
+def make_loop(tmp_path: Path, org, proposer, executor):
+    repo = OrgRepo.open_or_init(tmp_path / "repo", BASELINE)
+    journal = Journal(tmp_path / "orgs" / org.name)
+    return ResearchLoop(org, repo, journal, executor, proposer), repo, journal
+
+
+def test_outcomes_refs_branch_and_journal_agree(tmp_path: Path):
+    org = make_org(6, min_improvement=0.05)
+    proposer = ScriptedProposer([1.5, 1.7, "garbage", -1, 1.47])
+    loop, repo, journal = make_loop(tmp_path, org, proposer, ScriptedExecutor())
+    state = loop.run()
+
+    recs = journal.load()
+    assert [(r.experiment, r.outcome, r.reason) for r in recs] == [
+        (0, Outcome.KEEP, None),  # baseline, always kept
+        (1, Outcome.KEEP, None),  # 1.5 < 2.0 - 0.05
+        (2, Outcome.DISCARD, None),
+        (3, Outcome.CRASH, "invalid-proposal"),  # never reached training
+        (4, Outcome.CRASH, "nan"),
+        (5, Outcome.DISCARD, None),  # 1.47 is better, but not by minImprovement
+    ]
+    assert recs[0].description == "baseline: unmodified train.py"
+    assert state.best_val_bpb == 1.5 and state.best_commit == recs[1].commit
+    assert repo.branch_head(org.branch) == recs[1].commit
+    tried = repo.tried_experiments("demo")
+    assert sorted(tried) == [0, 1, 2, 4, 5]  # every trained candidate stays reachable
+    assert repo.read_train_py(tried[2]) == "SCORE = 1.7\n"
+    assert repo.message(tried[5]) == "try 1.47"
+    assert sum(r.usage.total for r in recs) == 4 * 120 + 10
+    # experiment 5 was proposed while 4 trained (prefetch), so it saw 0-3, the rejection included
+    assert proposer.contexts[-1].experiment == 5
+    assert [r.experiment for r in proposer.contexts[-1].history] == [0, 1, 2, 3]
+    assert journal.tsv.read_text().count("\n") == 7
+
+
+def test_resume_after_interrupt_reruns_the_committed_candidate_without_reproposing(tmp_path: Path):
+    org = make_org(5)
+    proposer = ScriptedProposer([1.9, 1.8, 1.7, 1.6])
+    executor = ScriptedExecutor(interrupt_at=2)
+    loop, repo, journal = make_loop(tmp_path, org, proposer, executor)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert [r.experiment for r in journal.load()] == [0, 1]
+    assert repo.tried("demo", 2) is not None  # committed before the interrupt
+    asked = [c.experiment for c in proposer.contexts]
+
+    loop2, _, _ = make_loop(tmp_path, org, proposer, executor)
+    loop2.run()
+    recs = journal.load()
+    assert [r.experiment for r in recs] == [0, 1, 2, 3, 4]
+    assert executor.ran == [0, 1, 2, 3, 4]  # each trained exactly once
+    assert [c.experiment for c in proposer.contexts].count(2) == asked.count(2) == 1
+    assert repo.branch_head(org.branch) == recs[-1].commit
+    assert recs[-1].val_bpb == 1.6
+
+
+def test_reconcile_moves_a_branch_left_behind_by_a_kill(tmp_path: Path):
+    org = make_org(3)
+    loop, repo, journal = make_loop(tmp_path, org, ScriptedProposer([1.5, 1.4]), ScriptedExecutor())
+    loop.run()
+    best = journal.load()[-1].commit
+    baseline = repo.resolve("refs/heads/baseline")
+    repo.advance(org.branch, baseline)  # as if killed between the journal write and the ref update
+    state = reconcile(org, repo, journal)
+    assert repo.branch_head(org.branch) == best == state.best_commit
+
+
+def test_a_finished_org_does_nothing_more(tmp_path: Path):
+    org = make_org(2)
+    executor = ScriptedExecutor()
+    loop, _, journal = make_loop(tmp_path, org, ScriptedProposer([1.0]), executor)
+    loop.run()
+    loop2, _, _ = make_loop(tmp_path, org, ScriptedProposer([]), executor)
+    loop2.run()
+    assert executor.ran == [0, 1] and len(journal.load()) == 2
