@@ -161,6 +161,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crd(args: argparse.Namespace) -> int:
+    from .crd import render
+
+    sys.stdout.write(render())
+    return 0
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     from .operator_main import main as operator_main
 
@@ -212,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--org", action="append", help="only this org (repeatable)")
     pl.add_argument("--output", default="runs/progress.png")
     pl.set_defaults(func=cmd_plot)
+
+    cr = sub.add_parser("crd", help="print the ResearchOrg CustomResourceDefinition (generated from the spec)")
+    cr.set_defaults(func=cmd_crd)
 
     o = sub.add_parser("operator", help="run the Kubernetes operator against the current KUBECONFIG")
     o.set_defaults(func=cmd_operator)

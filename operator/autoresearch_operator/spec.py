@@ -123,12 +123,25 @@ class RepoSpec(_Model):
 class OrgSpec(_Model):
     program: str | None = Field(default=None, description="program.md: the agent's instructions.")
     programRef: ConfigMapKeyRef | None = Field(default=None, description="program.md from a ConfigMap key.")
-    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
-    proposer: ProposerSpec = Field(default_factory=ProposerSpec)
+    trainer: TrainerSpec = Field(
+        default_factory=TrainerSpec,
+        description="How each experiment trains: image, time budget, size profile and pod placement.",
+    )
+    proposer: ProposerSpec = Field(
+        default_factory=ProposerSpec,
+        description="Who proposes the next train.py: an LLM (openai) or the offline knob mutator.",
+    )
     parallelism: int = Field(default=1, ge=1, le=64, description="Experiments running at once.")
-    budget: BudgetSpec = Field(default_factory=BudgetSpec)
-    keepPolicy: KeepPolicy = Field(default_factory=KeepPolicy)
-    repo: RepoSpec = Field(default_factory=RepoSpec)
+    budget: BudgetSpec = Field(
+        default_factory=BudgetSpec,
+        description="When the org stops: whichever of its limits is reached first.",
+    )
+    keepPolicy: KeepPolicy = Field(
+        default_factory=KeepPolicy, description="When a candidate counts as better than the best."
+    )
+    repo: RepoSpec = Field(
+        default_factory=RepoSpec, description="Where the org's git history is pushed (optional)."
+    )
     paused: bool = Field(default=False, description="Stop scheduling new experiments.")
 
     @model_validator(mode="after")

@@ -1,0 +1,205 @@
+"""The ResearchOrg CustomResourceDefinition, generated from the same models that validate org.yaml.
+
+`crds/researchorg.yaml` is this module's output (`autoresearch crd > crds/researchorg.yaml`); a
+test proves the committed file is current, so the local loader and the API server never disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from .spec import API_GROUP, API_VERSION, KIND, OrgSpec
+
+PLURAL = "researchorgs"
+SINGULAR = "researchorg"
+SHORT_NAMES = ["rorg", "rorgs"]
+
+_DROP = {"title", "additionalProperties", "$defs"}
+
+
+def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Turn a pydantic JSON schema node into a Kubernetes structural schema node."""
+    node = copy.deepcopy(node)
+    description = node.pop("description", None)
+    if "$ref" in node:
+        node = {**copy.deepcopy(defs[node.pop("$ref").split("/")[-1]]), **node}
+    if "anyOf" in node:  # Optional[X]: the API server's "absent" is our None
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        assert len(options) == 1, f"unsupported union: {options}"
+        default = node.pop("default", None)
+        node = {**_structural(options[0], defs), **node}
+        if default is not None:
+            node["default"] = default
+    elif node.get("default", 0) is None:
+        node.pop("default")
+    description = description or node.get("description")
+    out: dict[str, Any] = {k: v for k, v in node.items() if k not in _DROP and k != "description"}
+    if description:
+        out["description"] = " ".join(description.split())
+    if out.get("type") == "object":
+        props = node.get("properties")
+        if props:
+            out["properties"] = {k: _structural(v, defs) for k, v in props.items()}
+        elif node.get("additionalProperties") not in (None, False, True) and node["additionalProperties"].get("type") == "string":
+            out["additionalProperties"] = {"type": "string"}
+        else:
+            out.pop("properties", None)
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("type") == "array":
+        out["items"] = _structural(node.get("items", {"type": "object"}), defs)
+        if out["items"].get("type") == "object" and "properties" not in out["items"]:
+            out["items"]["x-kubernetes-preserve-unknown-fields"] = True
+    if "exclusiveMinimum" in out:  # structural schemas take the boolean form
+        out["minimum"] = out.pop("exclusiveMinimum")
+        out["exclusiveMinimum"] = True
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    raw = OrgSpec.model_json_schema()
+    schema = _structural(raw, raw.get("$defs", {}))
+    for name, prop in schema["properties"].items():
+        if prop.get("type") == "object" and "properties" in prop and not prop.get("required"):
+            prop["default"] = {}  # so the API server fills in the nested defaults
+    schema["description"] = (
+        "What a research org does: its program.md, where and how long each experiment trains, "
+        "who proposes candidates, and how much it may spend."
+    )
+    schema["x-kubernetes-validations"] = [
+        {"rule": "has(self.program) != has(self.programRef)",
+         "message": "set exactly one of spec.program and spec.programRef"},
+        {"rule": "!has(self.proposer) || !has(self.proposer.type) || self.proposer.type != 'openai' || has(self.proposer.model)",
+         "message": "spec.proposer.model is required when spec.proposer.type is 'openai'"},
+    ]  # fmt: skip
+    return schema
+
+
+def _obj(doc: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "description": doc, "properties": properties}
+
+
+def _t(kind: str, doc: str, **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "description": doc, **extra}
+
+
+def _result(description: str) -> dict[str, Any]:
+    return _obj(
+        description,
+        valBpb=_t("number", "Validation bits per byte (lower is better)."),
+        commit=_t("string", "The git commit of the candidate train.py."),
+        experiment=_t("integer", "Experiment number (0 is the unmodified baseline)."),
+    )
+
+
+def status_schema() -> dict[str, Any]:
+    experiment = _obj(
+        "One experiment's outcome.",
+        experiment=_t("integer", "Experiment number."),
+        commit=_t("string", "Candidate commit."),
+        outcome=_t("string", "keep, discard or crash.", enum=["keep", "discard", "crash"]),
+        reason=_t("string", "For crashes: exception, nan, timeout, rejected-by-harness, invalid-proposal, infrastructure."),
+        detail=_t("string", "One sentence on why it crashed."),
+        valBpb=_t("number", "val_bpb of this experiment."),
+        **{"description": _t("string", "The hypothesis (commit message).")},
+        trainingSeconds=_t("number", "Training time used."),
+        finishedAt=_t("string", "When it was recorded (RFC 3339).", format="date-time"),
+    )
+    return _obj(
+        "What the operator observed; written by the operator only.",
+        phase=_t("string", "Pending, Preparing, Running, Paused, Completed or Failed.",
+                 enum=["Pending", "Preparing", "Running", "Paused", "Completed", "Failed"]),  # fmt: skip
+        message=_t("string", "A human sentence on the current phase."),
+        observedGeneration=_t("integer", "The spec generation this status reflects."),
+        branch=_t("string", "The org's git branch."),
+        baseline=_result("The unmodified train.py's result (experiment 0)."),
+        best=_result("The best kept result so far; the branch head."),
+        counts=_obj(
+            "Experiments by outcome.",
+            total=_t("integer", "Experiments recorded."),
+            kept=_t("integer", "Kept (baseline included)."),
+            discarded=_t("integer", "Discarded."),
+            crashed=_t("integer", "Crashed, including rejected proposals."),
+            running=_t("integer", "Running now."),
+        ),
+        gpuSeconds=_t("number", "Training seconds used, summed over experiments."),
+        gpuHours=_t("number", "gpuSeconds in hours, for the printer column."),
+        llmTokens=_t("integer", "LLM tokens used by the proposer."),
+        lastExperiment=experiment,
+        recentExperiments={"type": "array", "description": "The most recent experiments, newest last (bounded).",
+                           "maxItems": 50, "items": experiment},  # fmt: skip
+        conditions={
+            "type": "array",
+            "description": "Standard conditions (Ready, Progressing, RepoPushed).",
+            "items": _obj(
+                "A condition.",
+                type=_t("string", "Condition type."),
+                status=_t("string", "True, False or Unknown."),
+                reason=_t("string", "CamelCase reason."),
+                message=_t("string", "Human message."),
+                lastTransitionTime=_t("string", "When status last changed.", format="date-time"),
+            ),
+        },
+        kopf={"type": "object", "description": "Operator framework bookkeeping.",
+              "x-kubernetes-preserve-unknown-fields": True},  # fmt: skip
+    )
+
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Best", "type": "number", "jsonPath": ".status.best.valBpb", "description": "Best val_bpb"},
+    {"name": "Baseline", "type": "number", "jsonPath": ".status.baseline.valBpb"},
+    {"name": "Experiments", "type": "integer", "jsonPath": ".status.counts.total"},
+    {"name": "Kept", "type": "integer", "jsonPath": ".status.counts.kept"},
+    {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},
+    {"name": "GPU-hours", "type": "number", "jsonPath": ".status.gpuHours"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": KIND, "plural": PLURAL, "singular": SINGULAR, "shortNames": SHORT_NAMES,
+                      "categories": ["autoresearch"]},  # fmt: skip
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (
+                                "A research org: an LLM researcher (or the offline mutate proposer) that "
+                                "improves train.py one experiment at a time, each trained as a GPU Job "
+                                "for a fixed budget, keeping a change only if val_bpb improves."
+                            ),
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": status_schema(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `autoresearch crd` from operator/autoresearch_operator/spec.py; do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
