@@ -63,12 +63,19 @@ def _apply_overrides(org: Org, args: argparse.Namespace) -> Org:
         }
     )
     budget = spec.budget.model_copy(
-        update={"maxExperiments": args.max_experiments or (6 if args.quick else spec.budget.maxExperiments)}
+        update={
+            "maxExperiments": args.max_experiments
+            or (6 if args.quick else spec.budget.maxExperiments)
+        }
     )
     proposer = spec.proposer
-    if args.proposer == "mutate" or (args.proposer == "auto" and not os.environ.get(proposer.apiKeyEnv)):
+    if args.proposer == "mutate" or (
+        args.proposer == "auto" and not os.environ.get(proposer.apiKeyEnv)
+    ):
         if proposer.type == "openai":
-            console.print(f"[yellow]{org.name}: ${proposer.apiKeyEnv} is not set; using the offline mutate proposer[/]")
+            console.print(
+                f"[yellow]{org.name}: ${proposer.apiKeyEnv} is not set; using the offline mutate proposer[/]"
+            )
         proposer = proposer.model_copy(update={"type": "mutate"})
     elif args.proposer in ("auto", "openai") and os.environ.get(proposer.apiKeyEnv):
         proposer = proposer.model_copy(
@@ -100,7 +107,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         directory = org_dir(workdir, org.name)
         directory.mkdir(parents=True, exist_ok=True)
         journal = Journal(directory)
-        executor = LocalExecutor(data, directory / "experiments", device=args.device, sandbox=args.sandbox)
+        executor = LocalExecutor(
+            data, directory / "experiments", device=args.device, sandbox=args.sandbox
+        )
         state = reconcile(org, repo, journal)
         if (why := budget_exhausted(org, state)) is not None:
             console.print(f"[bold]{org.name}[/]: already done — {why}")
@@ -178,24 +187,39 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    default_corpus = str(Path(TRAINER_DIR).parent.parent / "shared" / "data" / "tinyshakespeare.txt")
+    default_corpus = str(
+        Path(TRAINER_DIR).parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+    )
     p = argparse.ArgumentParser(prog="autoresearch", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     def workdir(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--workdir", default="runs", help="where data, the git repo and org logs live (default: runs)")
+        sp.add_argument(
+            "--workdir",
+            default="runs",
+            help="where data, the git repo and org logs live (default: runs)",
+        )
 
     def corpus(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--corpus", action="append", default=None,
                         help=f"text file or URL of text/parquet shards (repeatable; default {default_corpus})")  # fmt: skip
-        sp.add_argument("--vocab-size", type=int, default=None, help="BPE vocabulary size (prepare.py's default)")
+        sp.add_argument(
+            "--vocab-size",
+            type=int,
+            default=None,
+            help="BPE vocabulary size (prepare.py's default)",
+        )
 
     r = sub.add_parser("run", help="run the orgs in an org.yaml locally; resumable after Ctrl-C")
     r.add_argument("org_yaml")
     workdir(r)
     corpus(r)
     r.add_argument("--org", action="append", help="only this org (repeatable)")
-    r.add_argument("--quick", action="store_true", help="CPU quick start: tiny profile, 15 s budget, 6 experiments")
+    r.add_argument(
+        "--quick",
+        action="store_true",
+        help="CPU quick start: tiny profile, 15 s budget, 6 experiments",
+    )
     r.add_argument("--profile", choices=["full", "tiny"], help="override spec.trainer.profile")
     r.add_argument("--time-budget", type=int, help="override spec.trainer.timeBudgetSeconds")
     r.add_argument("--max-experiments", type=int, help="override spec.budget.maxExperiments")
@@ -214,16 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     workdir(c)
     c.set_defaults(func=cmd_compare)
 
-    pl = sub.add_parser("plot", help="write a progress PNG: val_bpb per experiment and the running best")
+    pl = sub.add_parser(
+        "plot", help="write a progress PNG: val_bpb per experiment and the running best"
+    )
     workdir(pl)
     pl.add_argument("--org", action="append", help="only this org (repeatable)")
     pl.add_argument("--output", default="runs/progress.png")
     pl.set_defaults(func=cmd_plot)
 
-    cr = sub.add_parser("crd", help="print the ResearchOrg CustomResourceDefinition (generated from the spec)")
+    cr = sub.add_parser(
+        "crd", help="print the ResearchOrg CustomResourceDefinition (generated from the spec)"
+    )
     cr.set_defaults(func=cmd_crd)
 
-    o = sub.add_parser("operator", help="run the Kubernetes operator against the current KUBECONFIG")
+    o = sub.add_parser(
+        "operator", help="run the Kubernetes operator against the current KUBECONFIG"
+    )
     o.set_defaults(func=cmd_operator)
     p.set_defaults(default_corpus=default_corpus)
     return p

@@ -43,7 +43,10 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         props = node.get("properties")
         if props:
             out["properties"] = {k: _structural(v, defs) for k, v in props.items()}
-        elif node.get("additionalProperties") not in (None, False, True) and node["additionalProperties"].get("type") == "string":
+        elif (
+            node.get("additionalProperties") not in (None, False, True)
+            and node["additionalProperties"].get("type") == "string"
+        ):
             out["additionalProperties"] = {"type": "string"}
         else:
             out.pop("properties", None)
@@ -61,7 +64,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 def spec_schema() -> dict[str, Any]:
     raw = OrgSpec.model_json_schema()
     schema = _structural(raw, raw.get("$defs", {}))
-    for name, prop in schema["properties"].items():
+    for prop in schema["properties"].values():
         if prop.get("type") == "object" and "properties" in prop and not prop.get("required"):
             prop["default"] = {}  # so the API server fills in the nested defaults
     schema["description"] = (
@@ -100,7 +103,10 @@ def status_schema() -> dict[str, Any]:
         experiment=_t("integer", "Experiment number."),
         commit=_t("string", "Candidate commit."),
         outcome=_t("string", "keep, discard or crash.", enum=["keep", "discard", "crash"]),
-        reason=_t("string", "For crashes: exception, nan, timeout, rejected-by-harness, invalid-proposal, infrastructure."),
+        reason=_t(
+            "string",
+            "For crashes: exception, nan, timeout, rejected-by-harness, invalid-proposal, infrastructure.",
+        ),
         detail=_t("string", "One sentence on why it crashed."),
         valBpb=_t("number", "val_bpb of this experiment."),
         **{"description": _t("string", "The hypothesis (commit message).")},
@@ -109,8 +115,11 @@ def status_schema() -> dict[str, Any]:
     )
     return _obj(
         "What the operator observed; written by the operator only.",
-        phase=_t("string", "Pending, Preparing, Running, Paused, Completed or Failed.",
-                 enum=["Pending", "Preparing", "Running", "Paused", "Completed", "Failed"]),  # fmt: skip
+        phase=_t(
+            "string",
+            "Pending, Preparing, Running, Paused, Completed or Failed.",
+            enum=["Pending", "Preparing", "Running", "Paused", "Completed", "Failed"],
+        ),  # fmt: skip
         message=_t("string", "A human sentence on the current phase."),
         observedGeneration=_t("integer", "The spec generation this status reflects."),
         branch=_t("string", "The org's git branch."),
@@ -128,8 +137,12 @@ def status_schema() -> dict[str, Any]:
         gpuHours=_t("number", "gpuSeconds in hours, for the printer column."),
         llmTokens=_t("integer", "LLM tokens used by the proposer."),
         lastExperiment=experiment,
-        recentExperiments={"type": "array", "description": "The most recent experiments, newest last (bounded).",
-                           "maxItems": 50, "items": experiment},  # fmt: skip
+        recentExperiments={
+            "type": "array",
+            "description": "The most recent experiments, newest last (bounded).",
+            "maxItems": 50,
+            "items": experiment,
+        },  # fmt: skip
         conditions={
             "type": "array",
             "description": "Standard conditions (Ready, Progressing, RepoPushed).",
@@ -142,14 +155,22 @@ def status_schema() -> dict[str, Any]:
                 lastTransitionTime=_t("string", "When status last changed.", format="date-time"),
             ),
         },
-        kopf={"type": "object", "description": "Operator framework bookkeeping.",
-              "x-kubernetes-preserve-unknown-fields": True},  # fmt: skip
+        kopf={
+            "type": "object",
+            "description": "Operator framework bookkeeping.",
+            "x-kubernetes-preserve-unknown-fields": True,
+        },  # fmt: skip
     )
 
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Best", "type": "number", "jsonPath": ".status.best.valBpb", "description": "Best val_bpb"},
+    {
+        "name": "Best",
+        "type": "number",
+        "jsonPath": ".status.best.valBpb",
+        "description": "Best val_bpb",
+    },
     {"name": "Baseline", "type": "number", "jsonPath": ".status.baseline.valBpb"},
     {"name": "Experiments", "type": "integer", "jsonPath": ".status.counts.total"},
     {"name": "Kept", "type": "integer", "jsonPath": ".status.counts.kept"},
@@ -167,8 +188,13 @@ def build_crd() -> dict[str, Any]:
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
-            "names": {"kind": KIND, "plural": PLURAL, "singular": SINGULAR, "shortNames": SHORT_NAMES,
-                      "categories": ["autoresearch"]},  # fmt: skip
+            "names": {
+                "kind": KIND,
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": SHORT_NAMES,
+                "categories": ["autoresearch"],
+            },  # fmt: skip
             "versions": [
                 {
                     "name": API_VERSION,

@@ -7,7 +7,9 @@ import math
 from .records import Outcome, TrainResult
 
 
-def keep_or_discard(result: TrainResult, best_val_bpb: float | None, min_improvement: float) -> Outcome:
+def keep_or_discard(
+    result: TrainResult, best_val_bpb: float | None, min_improvement: float
+) -> Outcome:
     """Keep iff the run produced a finite val_bpb below best - min_improvement.
 
     The first successful result (no best yet, i.e. the baseline) is always kept.

@@ -36,22 +36,30 @@ class LiveDisplay:
         )
         self.experiments = self.bars.add_task(f"{org.name} experiments", total=self.total, info="")
         self.training = self.bars.add_task("training", total=self.budget, info="", visible=False)
-        self.live = Live(Group(self.status, self.bars), console=console, refresh_per_second=4, transient=True)
+        self.live = Live(
+            Group(self.status, self.bars), console=console, refresh_per_second=4, transient=True
+        )
         self._train_start = 0.0
 
     def __enter__(self) -> LiveDisplay:
         self.live.__enter__()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.live.__exit__(et, ev, tb)
 
     def _best(self) -> str:
         return "-" if self.best is None else f"{self.best:.4f}"
 
     def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
-        self.status.plain = f"[{org}] experiment {experiment + 1}/{self.total}: {phase} {detail}".rstrip()
-        self.bars.update(self.experiments, completed=experiment, info=f"best val_bpb {self._best()}")
+        self.status.plain = (
+            f"[{org}] experiment {experiment + 1}/{self.total}: {phase} {detail}".rstrip()
+        )
+        self.bars.update(
+            self.experiments, completed=experiment, info=f"best val_bpb {self._best()}"
+        )
         if phase == "training":
             self._train_start = time.monotonic()
             self.bars.reset(self.training, total=self.budget, visible=True)
@@ -67,7 +75,9 @@ class LiveDisplay:
         if rec.outcome is Outcome.KEEP:
             self.best = rec.val_bpb
         self.bars.update(self.training, visible=False)
-        self.bars.update(self.experiments, completed=rec.experiment + 1, info=f"best val_bpb {self._best()}")
+        self.bars.update(
+            self.experiments, completed=rec.experiment + 1, info=f"best val_bpb {self._best()}"
+        )
         bpb = "-" if rec.val_bpb is None else f"{rec.val_bpb:.4f}"
         why = f" ({rec.reason}: {rec.detail})" if rec.outcome is Outcome.CRASH else ""
         colour = _COLOURS[rec.outcome]

@@ -49,7 +49,9 @@ ProgressCallback = Callable[[Progress], None]
 
 
 class Executor(Protocol):
-    def run(self, job: ExperimentJob, on_progress: ProgressCallback | None = None) -> TrainResult: ...
+    def run(
+        self, job: ExperimentJob, on_progress: ProgressCallback | None = None
+    ) -> TrainResult: ...
 
 
 def baseline_train_py() -> str:

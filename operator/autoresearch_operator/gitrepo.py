@@ -40,7 +40,9 @@ class OrgRepo:
             git.Repo.init(path, initial_branch=BASELINE_BRANCH)
         self = cls(path)
         if not self._ref_exists(f"refs/heads/{BASELINE_BRANCH}"):
-            sha = self._commit_file(None, baseline_train_py, "baseline: train.py as shipped in the trainer image")
+            sha = self._commit_file(
+                None, baseline_train_py, "baseline: train.py as shipped in the trainer image"
+            )
             self._update_ref(f"refs/heads/{BASELINE_BRANCH}", sha)
         return self
 
@@ -83,7 +85,9 @@ class OrgRepo:
         return self.resolve(self.tried_ref(org, experiment))
 
     def tried_experiments(self, org: str) -> dict[int, str]:
-        out = self.repo.git.for_each_ref("--format=%(refname) %(objectname)", f"refs/autoresearch/{org}/tried/")
+        out = self.repo.git.for_each_ref(
+            "--format=%(refname) %(objectname)", f"refs/autoresearch/{org}/tried/"
+        )
         tried = {}
         for line in out.splitlines():
             ref, sha = line.split()
@@ -98,7 +102,9 @@ class OrgRepo:
     def message(self, commit: str) -> str:
         return str(self.repo.commit(commit).message).strip()
 
-    def commit_candidate(self, org: str, experiment: int, parent: str, train_py: str, message: str) -> str:
+    def commit_candidate(
+        self, org: str, experiment: int, parent: str, train_py: str, message: str
+    ) -> str:
         """Commit a candidate on top of `parent` and record it under its tried ref.
 
         Idempotent per experiment: if the tried ref exists, that commit is returned unchanged.
@@ -139,7 +145,14 @@ class OrgRepo:
                 files[name] = Path(tmp, name)
                 files[name].write_text(text)
             proc = subprocess.run(
-                ["git", "merge-file", "-p", str(files["cand"]), str(files["base"]), str(files["best"])],
+                [
+                    "git",
+                    "merge-file",
+                    "-p",
+                    str(files["cand"]),
+                    str(files["base"]),
+                    str(files["best"]),
+                ],
                 capture_output=True,
                 text=True,
             )

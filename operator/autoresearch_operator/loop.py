@@ -138,7 +138,9 @@ class ResearchLoop:
             },
         )
 
-    def _propose(self, ctx: ProposalContext, parent: str) -> tuple[str, Proposal | ProposalRejected, float]:
+    def _propose(
+        self, ctx: ProposalContext, parent: str
+    ) -> tuple[str, Proposal | ProposalRejected, float]:
         start = time.monotonic()
         try:
             outcome: Proposal | ProposalRejected = self.proposer.propose(ctx)
@@ -146,8 +148,12 @@ class ResearchLoop:
             outcome = rejected
         return parent, outcome, time.monotonic() - start
 
-    def _prefetch(self, state: OrgState, experiment: int) -> cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None:
-        if experiment >= self.org.spec.budget.maxExperiments or self.repo.tried(self.org.name, experiment):
+    def _prefetch(
+        self, state: OrgState, experiment: int
+    ) -> cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None:
+        if experiment >= self.org.spec.budget.maxExperiments or self.repo.tried(
+            self.org.name, experiment
+        ):
             return None
         assert state.best_commit is not None
         return self._pool.submit(self._propose, self._context(state, experiment), state.best_commit)
@@ -168,7 +174,9 @@ class ResearchLoop:
                 commit, parent, description, usage = candidate
                 # LLM latency hides behind training: the next proposal is prepared now.
                 prefetched = self._prefetch(state, n + 1)
-                self._record(state, self._train_and_decide(state, n, commit, parent, description, usage))
+                self._record(
+                    state, self._train_and_decide(state, n, commit, parent, description, usage)
+                )
         finally:
             if prefetched is not None:
                 prefetched.cancel()
@@ -191,11 +199,15 @@ class ResearchLoop:
             return existing, parent, self.repo.message(existing), TokenUsage()
         if n == 0:
             base = state.best_commit
-            commit = self.repo.commit_candidate(org, 0, base, self.repo.read_train_py(base), BASELINE_MESSAGE)
+            commit = self.repo.commit_candidate(
+                org, 0, base, self.repo.read_train_py(base), BASELINE_MESSAGE
+            )
             return commit, base, BASELINE_MESSAGE, TokenUsage()
         self.observer.phase(org, n, "proposing", self.proposer.name)
         if prefetched is None:
-            prefetched = self._pool.submit(self._propose, self._context(state, n), state.best_commit)
+            prefetched = self._pool.submit(
+                self._propose, self._context(state, n), state.best_commit
+            )
         parent, proposal, _latency = prefetched.result()
         if isinstance(proposal, ProposalRejected):
             return ExperimentRecord(
@@ -235,7 +247,9 @@ class ResearchLoop:
             profile=trainer.profile,
         )
         result = self.executor.run(job, lambda p: self.observer.progress(org, p))
-        outcome = keep_or_discard(result, state.best_val_bpb, self.org.spec.keepPolicy.minImprovement)
+        outcome = keep_or_discard(
+            result, state.best_val_bpb, self.org.spec.keepPolicy.minImprovement
+        )
         best = result.val_bpb if outcome is Outcome.KEEP else state.best_val_bpb
         return ExperimentRecord(
             experiment=n,
@@ -245,7 +259,9 @@ class ResearchLoop:
             parent=parent,
             reason=result.reason if outcome is Outcome.CRASH else None,
             detail=result.detail if outcome is Outcome.CRASH else None,
-            val_bpb=result.val_bpb if result.val_bpb is not None and math.isfinite(result.val_bpb) else None,
+            val_bpb=result.val_bpb
+            if result.val_bpb is not None and math.isfinite(result.val_bpb)
+            else None,
             best_val_bpb=best,
             result=result,
             usage=usage,

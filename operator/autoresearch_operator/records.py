@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     KEEP = "keep"  # beat the org's best by at least minImprovement: the branch advances
     DISCARD = "discard"  # trained fine but did not beat the best: the branch stays
     CRASH = "crash"  # produced no trustworthy val_bpb (see CrashReason)
 
 
-class CrashReason(str, enum.Enum):
+class CrashReason(enum.StrEnum):
     EXCEPTION = "exception"  # train.py exited non-zero
     NAN = "nan"  # loss went NaN/inf or diverged
     TIMEOUT = "timeout"  # ran past time budget + grace and was killed

@@ -36,7 +36,9 @@ class OrgSummary:
 
 def summarize(org: str, records: list[ExperimentRecord]) -> OrgSummary:
     count = {o: sum(r.outcome is o for r in records) for o in Outcome}
-    baseline = next((r.val_bpb for r in records if r.experiment == 0 and r.outcome is Outcome.KEEP), None)
+    baseline = next(
+        (r.val_bpb for r in records if r.experiment == 0 and r.outcome is Outcome.KEEP), None
+    )
     kept = [r.val_bpb for r in records if r.outcome is Outcome.KEEP and r.val_bpb is not None]
     proposers = sorted({r.proposer for r in records if r.proposer and r.proposer != "baseline"})
     return OrgSummary(
@@ -57,7 +59,11 @@ def load_all(orgs_dir: Path) -> dict[str, list[ExperimentRecord]]:
     """Every org's records under a workdir's orgs/ folder, by org name."""
     if not orgs_dir.is_dir():
         return {}
-    return {d.name: Journal(d).load() for d in sorted(orgs_dir.iterdir()) if (d / "experiments.jsonl").exists()}
+    return {
+        d.name: Journal(d).load()
+        for d in sorted(orgs_dir.iterdir())
+        if (d / "experiments.jsonl").exists()
+    }
 
 
 def plot_progress(all_records: dict[str, list[ExperimentRecord]], output: Path) -> Path:
@@ -76,8 +82,21 @@ def plot_progress(all_records: dict[str, list[ExperimentRecord]], output: Path) 
         ok = [r for r in recs if r.outcome is not Outcome.CRASH and r.val_bpb is not None]
         disc = [r for r in ok if r.outcome is Outcome.DISCARD]
         kept = [r for r in ok if r.outcome is Outcome.KEEP]
-        ax.scatter([r.experiment for r in disc], [r.val_bpb for r in disc], c="#bbbbbb", s=18, label="discarded")
-        ax.scatter([r.experiment for r in kept], [r.val_bpb for r in kept], c="#2a9d5c", s=36, label="kept", zorder=3)
+        ax.scatter(
+            [r.experiment for r in disc],
+            [r.val_bpb for r in disc],
+            c="#bbbbbb",
+            s=18,
+            label="discarded",
+        )
+        ax.scatter(
+            [r.experiment for r in kept],
+            [r.val_bpb for r in kept],
+            c="#2a9d5c",
+            s=36,
+            label="kept",
+            zorder=3,
+        )
         xs, ys = [], []
         best = None
         for r in recs:
@@ -90,7 +109,14 @@ def plot_progress(all_records: dict[str, list[ExperimentRecord]], output: Path) 
         crashes = [r for r in recs if r.outcome is Outcome.CRASH]
         if crashes and ok:
             top = max(r.val_bpb for r in ok if r.val_bpb is not None)
-            ax.scatter([r.experiment for r in crashes], [top] * len(crashes), marker="x", c="#d1495b", s=30, label="crash")
+            ax.scatter(
+                [r.experiment for r in crashes],
+                [top] * len(crashes),
+                marker="x",
+                c="#d1495b",
+                s=30,
+                label="crash",
+            )
         for r in kept:
             label = r.description if len(r.description) <= 40 else r.description[:37] + "..."
             ax.annotate(label, (r.experiment, r.val_bpb), textcoords="offset points", xytext=(4, 6),

@@ -59,13 +59,16 @@ class TrainerSpec(_Model):
         default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
         description="Container resources of the trainer pod.",
     )
-    nodeSelector: dict[str, str] = Field(default_factory=dict, description="Trainer pod nodeSelector.")
+    nodeSelector: dict[str, str] = Field(
+        default_factory=dict, description="Trainer pod nodeSelector."
+    )
     tolerations: list[dict[str, Any]] = Field(
         default_factory=list, description="Trainer pod tolerations."
     )
     priorityClassName: str | None = Field(default=None, description="Trainer pod priority class.")
     queueName: str | None = Field(
-        default=None, description="Kueue LocalQueue for the trainer Jobs (label kueue.x-k8s.io/queue-name)."
+        default=None,
+        description="Kueue LocalQueue for the trainer Jobs (label kueue.x-k8s.io/queue-name).",
     )
 
     @property
@@ -77,17 +80,20 @@ class TrainerSpec(_Model):
 
 class ProposerSpec(_Model):
     type: Literal["openai", "mutate"] = Field(
-        default="mutate", description="'openai' asks an LLM; 'mutate' perturbs numeric knobs offline."
+        default="mutate",
+        description="'openai' asks an LLM; 'mutate' perturbs numeric knobs offline.",
     )
     model: str | None = Field(default=None, description="Model name for the openai proposer.")
     baseURL: str | None = Field(
         default=None, description="OpenAI-compatible endpoint; the client's default when empty."
     )
     apiKeyEnv: str = Field(
-        default="OPENAI_API_KEY", description="Environment variable holding the API key (local runs)."
+        default="OPENAI_API_KEY",
+        description="Environment variable holding the API key (local runs).",
     )
     apiKeySecretRef: SecretKeyRef | None = Field(
-        default=None, description="Secret holding the API key (cluster runs); read by the operator only."
+        default=None,
+        description="Secret holding the API key (cluster runs); read by the operator only.",
     )
     temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
     maxTokens: int = Field(default=8192, ge=1, description="Completion token cap per proposal.")
@@ -103,9 +109,15 @@ class ProposerSpec(_Model):
 
 
 class BudgetSpec(_Model):
-    maxExperiments: int = Field(default=20, ge=1, le=100000, description="Experiments to run, baseline included.")
-    maxGPUHours: float | None = Field(default=None, gt=0, description="Stop after this much training time.")
-    maxLLMTokens: int | None = Field(default=None, gt=0, description="Stop after this many LLM tokens.")
+    maxExperiments: int = Field(
+        default=20, ge=1, le=100000, description="Experiments to run, baseline included."
+    )
+    maxGPUHours: float | None = Field(
+        default=None, gt=0, description="Stop after this much training time."
+    )
+    maxLLMTokens: int | None = Field(
+        default=None, gt=0, description="Stop after this many LLM tokens."
+    )
 
 
 class KeepPolicy(_Model):
@@ -115,14 +127,20 @@ class KeepPolicy(_Model):
 
 
 class RepoSpec(_Model):
-    url: str | None = Field(default=None, description="Remote to push the org branch and tried refs to.")
-    credentialsSecretRef: SecretKeyRef | None = Field(default=None, description="Secret with push credentials.")
+    url: str | None = Field(
+        default=None, description="Remote to push the org branch and tried refs to."
+    )
+    credentialsSecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret with push credentials."
+    )
     branch: str | None = Field(default=None, description="Branch name; default autoresearch/<org>.")
 
 
 class OrgSpec(_Model):
     program: str | None = Field(default=None, description="program.md: the agent's instructions.")
-    programRef: ConfigMapKeyRef | None = Field(default=None, description="program.md from a ConfigMap key.")
+    programRef: ConfigMapKeyRef | None = Field(
+        default=None, description="program.md from a ConfigMap key."
+    )
     trainer: TrainerSpec = Field(
         default_factory=TrainerSpec,
         description="How each experiment trains: image, time budget, size profile and pod placement.",
@@ -196,7 +214,9 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def org_from_resource(body: dict[str, Any], base_dir: Path | None = None, where: str = "org") -> Org:
+def org_from_resource(
+    body: dict[str, Any], base_dir: Path | None = None, where: str = "org"
+) -> Org:
     """Build an Org from a ResearchOrg body (apiVersion/kind/metadata/spec)."""
     if not isinstance(body, dict):
         raise OrgSpecError(f"{where}: expected a mapping, got {type(body).__name__}")
@@ -205,12 +225,14 @@ def org_from_resource(body: dict[str, Any], base_dir: Path | None = None, where:
         raise OrgSpecError(f"{where}: kind: expected {KIND!r}, got {kind!r}")
     api_version = body.get("apiVersion", f"{API_GROUP}/{API_VERSION}")
     if api_version != f"{API_GROUP}/{API_VERSION}":
-        raise OrgSpecError(f"{where}: apiVersion: expected '{API_GROUP}/{API_VERSION}', got {api_version!r}")
+        raise OrgSpecError(
+            f"{where}: apiVersion: expected '{API_GROUP}/{API_VERSION}', got {api_version!r}"
+        )
     name = (body.get("metadata") or {}).get("name")
     if not name:
         raise OrgSpecError(f"{where}: metadata.name: required")
     try:
-        org = Org(name=name, spec=body.get("spec") or {})
+        org = Org.model_validate({"name": name, "spec": body.get("spec") or {}})
     except ValidationError as err:
         raise OrgSpecError(_format_errors(err, where)) from None
     return org.model_copy(update={"program_text": _resolve_program(org.spec, base_dir, where)})

@@ -37,4 +37,13 @@ def test_schema_is_structural_no_unions_or_refs_left():
 
 def test_printer_columns_show_what_people_compare():
     cols = [c["name"] for c in build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert cols == ["Phase", "Best", "Baseline", "Experiments", "Kept", "Running", "GPU-hours", "Age"]
+    assert cols == [
+        "Phase",
+        "Best",
+        "Baseline",
+        "Experiments",
+        "Kept",
+        "Running",
+        "GPU-hours",
+        "Age",
+    ]

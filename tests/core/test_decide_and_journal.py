@@ -29,7 +29,9 @@ def test_keep_iff_below_best_minus_min_improvement(bpb, best, min_imp, expected)
 @pytest.mark.parametrize("bad", [math.nan, math.inf, None])
 def test_non_finite_or_missing_scores_are_crashes_even_if_status_ok(bad):
     assert keep_or_discard(TrainResult(status="ok", val_bpb=bad), 2.0, 0.0) is Outcome.CRASH
-    assert keep_or_discard(TrainResult(status="crash", reason="timeout"), None, 0.0) is Outcome.CRASH
+    assert (
+        keep_or_discard(TrainResult(status="crash", reason="timeout"), None, 0.0) is Outcome.CRASH
+    )
 
 
 def rec(n: int, outcome: Outcome, bpb: float | None = None, **kw) -> ExperimentRecord:
@@ -62,4 +64,7 @@ def test_torn_last_line_is_ignored_and_repaired_and_duplicates_never_count(tmp_p
     assert [r.experiment for r in j.load()] == [0]
     j.append(rec(1, Outcome.DISCARD, 1.7))
     j.append(rec(1, Outcome.KEEP, 1.2))  # a second write of the same experiment is ignored
-    assert [(r.experiment, r.outcome) for r in j.load()] == [(0, Outcome.KEEP), (1, Outcome.DISCARD)]
+    assert [(r.experiment, r.outcome) for r in j.load()] == [
+        (0, Outcome.KEEP),
+        (1, Outcome.DISCARD),
+    ]
