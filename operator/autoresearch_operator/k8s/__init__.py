@@ -1,0 +1,1 @@
+"""Kubernetes pieces of the operator: pure builders here, thin kopf handlers elsewhere."""
