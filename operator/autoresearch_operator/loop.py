@@ -32,6 +32,7 @@ from .records import (
 from .spec import Org
 
 HISTORY_FOR_PROMPT = 20
+_Pending = cf.Future[tuple[str, "Proposal | ProposalRejected", float]]
 BASELINE_MESSAGE = "baseline: unmodified train.py"
 
 
@@ -59,10 +60,24 @@ class OrgState:
     records: list[ExperimentRecord] = field(default_factory=list)
     best_commit: str | None = None
     best_val_bpb: float | None = None
+    unrecorded: list[int] = field(default_factory=list)  # committed before a kill, never recorded
+    running: set[int] = field(default_factory=set)
+
+    @property
+    def recorded(self) -> set[int]:
+        return {r.experiment for r in self.records}
 
     @property
     def next_experiment(self) -> int:
-        return max((r.experiment for r in self.records), default=-1) + 1
+        """A committed-but-unrecorded experiment first; otherwise a fresh number."""
+        for n in self.unrecorded:
+            if n not in self.running:
+                return n
+        return max(self.recorded | self.running | set(self.unrecorded), default=-1) + 1
+
+    @property
+    def scheduled(self) -> int:
+        return len(self.recorded | self.running)
 
     @property
     def gpu_seconds(self) -> float:
@@ -74,11 +89,16 @@ class OrgState:
 
 
 def budget_exhausted(org: Org, state: OrgState) -> str | None:
-    """Why the org must stop scheduling, or None while budget remains."""
+    """Why the org must not schedule another experiment, or None while budget remains.
+
+    Running experiments count as if they used their whole time budget, so parallel experiments
+    never overshoot maxGPUHours.
+    """
     budget = org.spec.budget
-    if state.next_experiment >= budget.maxExperiments:
+    if state.scheduled >= budget.maxExperiments:
         return f"ran {budget.maxExperiments} experiments (budget.maxExperiments)"
-    if budget.maxGPUHours is not None and state.gpu_seconds >= budget.maxGPUHours * 3600:
+    committed = state.gpu_seconds + len(state.running) * org.spec.trainer.timeBudgetSeconds
+    if budget.maxGPUHours is not None and committed >= budget.maxGPUHours * 3600:
         return f"used {state.gpu_seconds / 3600:.2f} GPU-hours (budget.maxGPUHours)"
     if budget.maxLLMTokens is not None and state.llm_tokens >= budget.maxLLMTokens:
         return f"used {state.llm_tokens} LLM tokens (budget.maxLLMTokens)"
@@ -96,6 +116,7 @@ def reconcile(org: Org, repo: OrgRepo, journal: Journal) -> OrgState:
         state.best_commit = repo.branch_head(org.branch)
     elif repo.branch_head(org.branch) != state.best_commit:
         repo.advance(org.branch, state.best_commit)
+    state.unrecorded = sorted(set(repo.tried_experiments(org.name)) - state.recorded)
     return state
 
 
@@ -148,10 +169,8 @@ class ResearchLoop:
             outcome = rejected
         return parent, outcome, time.monotonic() - start
 
-    def _prefetch(
-        self, state: OrgState, experiment: int
-    ) -> cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None:
-        if experiment >= self.org.spec.budget.maxExperiments or self.repo.tried(
+    def _prefetch(self, state: OrgState, experiment: int) -> _Pending | None:
+        if state.scheduled >= self.org.spec.budget.maxExperiments or self.repo.tried(
             self.org.name, experiment
         ):
             return None
@@ -160,34 +179,62 @@ class ResearchLoop:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def slots(self) -> int:
+        """Experiments at once: the org's parallelism, capped by what the executor can run."""
+        return max(
+            1,
+            min(
+                self.org.spec.parallelism,
+                getattr(self.executor, "slots", self.org.spec.parallelism),
+            ),
+        )
+
     def run(self) -> OrgState:
         state = reconcile(self.org, self.repo, self.journal)
-        prefetched: cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None = None
+        prefetched: _Pending | None = None
+        in_flight: dict[cf.Future[ExperimentRecord], int] = {}
+        trainers = cf.ThreadPoolExecutor(
+            max_workers=self.slots(), thread_name_prefix=f"train-{self.org.name}"
+        )
         try:
-            while not self.should_stop() and budget_exhausted(self.org, state) is None:
-                n = state.next_experiment
-                candidate = self._candidate(state, n, prefetched)
-                prefetched = None
-                if isinstance(candidate, ExperimentRecord):  # the proposal never became a commit
-                    self._record(state, candidate)
-                    continue
-                commit, parent, description, usage = candidate
-                # LLM latency hides behind training: the next proposal is prepared now.
-                prefetched = self._prefetch(state, n + 1)
-                self._record(
-                    state, self._train_and_decide(state, n, commit, parent, description, usage)
-                )
+            while True:
+                while (
+                    len(in_flight) < self.slots()
+                    and not self.should_stop()
+                    and budget_exhausted(self.org, state) is None
+                ):
+                    n = state.next_experiment
+                    candidate = self._candidate(state, n, prefetched)
+                    prefetched = None
+                    if isinstance(
+                        candidate, ExperimentRecord
+                    ):  # the proposal never became a commit
+                        self._record(state, candidate)
+                        continue
+                    if n in state.unrecorded:
+                        state.unrecorded.remove(n)
+                    state.running.add(n)
+                    in_flight[trainers.submit(self._train, state, n, *candidate)] = n
+                    # LLM latency hides behind training: the next proposal is prepared now.
+                    prefetched = self._prefetch(state, state.next_experiment)
+                if not in_flight:
+                    break
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    state.running.discard(in_flight.pop(future))
+                    self._record(state, self._decide(state, future.result()))
         finally:
             if prefetched is not None:
                 prefetched.cancel()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            trainers.shutdown(wait=not in_flight, cancel_futures=True)
         return state
 
     def _candidate(
         self,
         state: OrgState,
         n: int,
-        prefetched: cf.Future[tuple[str, Proposal | ProposalRejected, float]] | None,
+        prefetched: _Pending | None,
     ) -> tuple[str, str, str, TokenUsage] | ExperimentRecord:
         org = self.org.name
         assert state.best_commit is not None
@@ -208,7 +255,8 @@ class ResearchLoop:
             prefetched = self._pool.submit(
                 self._propose, self._context(state, n), state.best_commit
             )
-        parent, proposal, _latency = prefetched.result()
+        parent, proposal, latency = prefetched.result()
+        self.observer.phase(org, n, "proposed", f"in {latency:.1f}s")
         if isinstance(proposal, ProposalRejected):
             return ExperimentRecord(
                 experiment=n,
@@ -231,9 +279,10 @@ class ResearchLoop:
         commit = self.repo.commit_candidate(org, n, parent, train_py, proposal.description)
         return commit, parent, proposal.description, proposal.usage
 
-    def _train_and_decide(
+    def _train(
         self, state: OrgState, n: int, commit: str, parent: str, description: str, usage: TokenUsage
     ) -> ExperimentRecord:
+        """Runs in a trainer thread; the decision waits for _decide, against the best at the end."""
         org, trainer = self.org.name, self.org.spec.trainer
         self.observer.phase(org, n, "training", description)
         started = time.time()
@@ -247,28 +296,30 @@ class ResearchLoop:
             profile=trainer.profile,
         )
         result = self.executor.run(job, lambda p: self.observer.progress(org, p))
-        outcome = keep_or_discard(
-            result, state.best_val_bpb, self.org.spec.keepPolicy.minImprovement
-        )
-        best = result.val_bpb if outcome is Outcome.KEEP else state.best_val_bpb
+        finite = result.val_bpb is not None and math.isfinite(result.val_bpb)
         return ExperimentRecord(
             experiment=n,
             description=description,
-            outcome=outcome,
+            outcome=Outcome.CRASH,  # until _decide
             commit=commit,
             parent=parent,
-            reason=result.reason if outcome is Outcome.CRASH else None,
-            detail=result.detail if outcome is Outcome.CRASH else None,
-            val_bpb=result.val_bpb
-            if result.val_bpb is not None and math.isfinite(result.val_bpb)
-            else None,
-            best_val_bpb=best,
+            val_bpb=result.val_bpb if finite else None,
             result=result,
             usage=usage,
             proposer="baseline" if n == 0 else self.proposer.name,
             started_at=started,
             finished_at=time.time(),
         )
+
+    def _decide(self, state: OrgState, rec: ExperimentRecord) -> ExperimentRecord:
+        assert rec.result is not None
+        policy = self.org.spec.keepPolicy
+        rec.outcome = keep_or_discard(rec.result, state.best_val_bpb, policy.minImprovement)
+        crashed = rec.outcome is Outcome.CRASH
+        rec.reason = rec.result.reason if crashed else None
+        rec.detail = rec.result.detail if crashed else None
+        rec.best_val_bpb = rec.val_bpb if rec.outcome is Outcome.KEEP else state.best_val_bpb
+        return rec
 
     def _record(self, state: OrgState, rec: ExperimentRecord) -> None:
         """Journal first (fsynced), then move the branch: a kill in between is repaired by reconcile."""

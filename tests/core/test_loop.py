@@ -15,6 +15,7 @@ from autoresearch_operator.gitrepo import OrgRepo
 from autoresearch_operator.journal import Journal
 from autoresearch_operator.loop import ResearchLoop, reconcile
 from autoresearch_operator.records import (
+    ExperimentRecord,
     Outcome,
     Proposal,
     ProposalContext,
@@ -145,3 +146,65 @@ def test_a_finished_org_does_nothing_more(tmp_path: Path):
     loop2, _, _ = make_loop(tmp_path, org, ScriptedProposer([]), executor)
     loop2.run()
     assert executor.ran == [0, 1] and len(journal.load()) == 2
+
+
+class SlowExecutor(ScriptedExecutor):
+    """Sleeps so that later experiments finish first; records how many ran at once."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    def run(self, job: ExperimentJob, on_progress=None) -> TrainResult:
+        import time
+
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            time.sleep(0.05 * (5 - job.experiment % 5))
+            return super().run(job, on_progress)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_parallel_experiments_respect_parallelism_and_budget(tmp_path: Path):
+    org = make_org(8)
+    org = org.model_copy(update={"spec": org.spec.model_copy(update={"parallelism": 3})})
+    executor = SlowExecutor()
+    loop, repo, journal = make_loop(
+        tmp_path, org, ScriptedProposer([1.9 - i / 100 for i in range(7)]), executor
+    )
+    state = loop.run()
+    recs = journal.load()
+    assert sorted(r.experiment for r in recs) == list(range(8))
+    assert sorted(executor.ran) == list(range(8))
+    assert executor.peak == 3
+    assert state.running == set()
+    assert repo.branch_head(org.branch) == state.best_commit
+    assert state.best_val_bpb == min(r.val_bpb for r in recs if r.val_bpb is not None)
+
+
+def test_resume_reruns_every_unrecorded_commit_even_when_a_later_one_was_recorded(tmp_path: Path):
+    org = make_org(3)
+    executor = ScriptedExecutor()
+    loop, repo, journal = make_loop(tmp_path, org, ScriptedProposer([1.9, 1.8]), executor)
+    loop.run()
+    # as if two experiments ran in parallel, 4 finished and was recorded, then the process died
+    head = repo.branch_head(org.branch)
+    repo.commit_candidate("demo", 3, head, "SCORE = 1.7\n", "three")
+    c4 = repo.commit_candidate("demo", 4, head, "SCORE = 1.75\n", "four")
+    journal.append(ExperimentRecord(experiment=4, description="four", outcome=Outcome.DISCARD,
+                                    commit=c4, val_bpb=1.75, result=TrainResult("ok", val_bpb=1.75)))  # fmt: skip
+    proposer = ScriptedProposer([0, 0, 0, 0, 0, 1.6])
+    loop6, _, _ = make_loop(tmp_path, make_org(6), proposer, executor)
+    loop6.run()
+    assert [r.experiment for r in journal.load()] == [0, 1, 2, 3, 4, 5]
+    assert executor.ran == [0, 1, 2, 3, 5]  # 3 re-run from its commit, 4 never again
+    assert [c.experiment for c in proposer.contexts] == [5]  # only 5 needed a proposal
+    assert journal.load()[3].description == "three"
