@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -58,6 +59,19 @@ def baseline_train_py() -> str:
     return (TRAINER_DIR / "train.py").read_text()
 
 
+def _visible_gpus() -> list[str]:
+    """GPU indices this process may use (CUDA_VISIBLE_DEVICES or nvidia-smi), without importing torch."""
+    if (visible := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
 def parse_progress(line: str) -> tuple[int | None, float | None]:
     """(step, loss) from a trainer progress line; either may be None."""
     step = _STEP.search(line)
@@ -82,6 +96,11 @@ class LocalExecutor:
         self.device = device
         self.sandbox = sandbox
         self.keep_model = keep_model
+        self.gpus = _visible_gpus() if device in ("auto", "cuda") else []
+        self.slots = max(1, len(self.gpus))  # one experiment per GPU; one at a time on the CPU
+        self._free_gpus: queue.Queue[str] = queue.Queue()
+        for gpu in self.gpus:
+            self._free_gpus.put(gpu)
 
     def output_dir(self, experiment: int) -> Path:
         return self.experiments_dir / f"{experiment:04d}"
@@ -103,6 +122,24 @@ class LocalExecutor:
             "--sandbox", self.sandbox,
             "--device", self.device,
         ]  # fmt: skip
+        gpu = self._free_gpus.get() if self.gpus else None  # blocks until a GPU is free
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        try:
+            return self._run(job, out, cmd, env, on_progress)
+        finally:
+            if gpu is not None:
+                self._free_gpus.put(gpu)
+
+    def _run(
+        self,
+        job: ExperimentJob,
+        out: Path,
+        cmd: list[str],
+        env: dict[str, str],
+        on_progress: ProgressCallback | None,
+    ) -> TrainResult:
         start = time.monotonic()
         tail: list[str] = []
         progress = Progress(job.experiment, 0.0)
@@ -112,7 +149,7 @@ class LocalExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=env,
                 cwd=TRAINER_DIR,
             )
             assert proc.stdout is not None
