@@ -19,7 +19,8 @@ from .loop import ResearchLoop, budget_exhausted, reconcile
 from .proposers import make_proposer
 from .spec import Org, OrgSpecError, load_orgs
 
-console = Console(stderr=False)
+# Piped output (CI logs, `| tee`) gets a width that fits the comparison table on one line.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 # -- workdir layout -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from fake_openai_server import FakeOpenAI
+from support.fake_openai_server import FakeOpenAI
 
 from autoresearch_operator.proposers import ProposerConfigError, make_proposer
 from autoresearch_operator.proposers.openai_proposer import (
