@@ -373,7 +373,11 @@ if __name__ == "__main__":
     parser.add_argument("--sandbox", choices=["auto", "bwrap", "user", "none"], default="auto")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--phase", choices=["all", "train", "evaluate"], default="all")
+    parser.add_argument("--termination-log", help="also write the result JSON (< 4 KiB) here, "
+                        "e.g. /dev/termination-log in a pod")  # fmt: skip
     args = parser.parse_args()
+    if args.termination_log:
+        os.environ["AUTORESEARCH_TERMINATION_LOG"] = args.termination_log
     grace = default_grace(args.time_budget) if args.grace is None else args.grace
     os.makedirs(args.output_dir, exist_ok=True)
     try:

@@ -15,8 +15,8 @@ from . import report
 from .executor import TRAINER_DIR, LocalExecutor, baseline_train_py
 from .gitrepo import OrgRepo
 from .journal import Journal
-from .loop import ResearchLoop, budget_exhausted, reconcile
-from .proposers import make_proposer
+from .loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
+from .proposers import ProposerConfigError, make_proposer
 from .spec import Org, OrgSpecError, load_orgs
 
 # Piped output (CI logs, `| tee`) gets a width that fits the comparison table on one line.
@@ -115,10 +115,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         if (why := budget_exhausted(org, state)) is not None:
             console.print(f"[bold]{org.name}[/]: already done — {why}")
             continue
-        proposer = make_proposer(org.spec.proposer.model_dump())
-        with LiveDisplay(console, org) as display:
-            loop = ResearchLoop(org, repo, journal, executor, proposer, observer=display)
-            loop.run()
+        try:
+            proposer = make_proposer(org.spec.proposer.model_dump())
+        except ProposerConfigError as err:
+            console.print(
+                f"[red]{org.name}: {err}[/] (or run with --proposer mutate for the offline proposer)"
+            )
+            return 2
+        try:
+            with LiveDisplay(console, org) as display:
+                ResearchLoop(org, repo, journal, executor, proposer, observer=display).run()
+        except BaselineFailed as err:
+            console.print(f"[red]{org.name}: {err}[/]", highlight=False)
+            console.print("fix the cause and run the same command again; it retries the baseline")
+            return 1
         console.print(f"[bold]{org.name}[/]: branch {org.branch} in {repo.path}, log {journal.tsv}")
     return 0
 
@@ -255,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser(
         "operator", help="run the Kubernetes operator against the current KUBECONFIG"
     )
+    o.add_argument("--verbose", action="store_true", help="log every kopf event and API call")
     o.set_defaults(func=cmd_operator)
     p.set_defaults(default_corpus=default_corpus)
     return p

@@ -55,7 +55,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out["items"] = _structural(node.get("items", {"type": "object"}), defs)
         if out["items"].get("type") == "object" and "properties" not in out["items"]:
             out["items"]["x-kubernetes-preserve-unknown-fields"] = True
-    if "exclusiveMinimum" in out:  # structural schemas take the boolean form
+    if not isinstance(out.get("exclusiveMinimum", True), bool):  # OpenAPI v3.0's boolean form
         out["minimum"] = out.pop("exclusiveMinimum")
         out["exclusiveMinimum"] = True
     return out

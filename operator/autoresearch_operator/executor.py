@@ -91,8 +91,8 @@ class LocalExecutor:
         sandbox: str = "auto",
         keep_model: bool = False,
     ):
-        self.data_dir = Path(data_dir)
-        self.experiments_dir = Path(experiments_dir)
+        self.data_dir = Path(data_dir).resolve()  # the harness runs with cwd=trainer-image/
+        self.experiments_dir = Path(experiments_dir).resolve()
         self.device = device
         self.sandbox = sandbox
         self.keep_model = keep_model

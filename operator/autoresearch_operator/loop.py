@@ -36,6 +36,22 @@ _Pending = cf.Future[tuple[str, "Proposal | ProposalRejected", float]]
 BASELINE_MESSAGE = "baseline: unmodified train.py"
 
 
+class BaselineFailed(RuntimeError):
+    """The unmodified train.py did not produce a score: the environment, not a candidate, is broken.
+
+    Not recorded, so that running again (after fixing the cause) retries the baseline.
+    """
+
+    def __init__(self, rec: ExperimentRecord):
+        result = rec.result
+        detail = (result.detail if result else None) or "no detail"
+        tail = (result.log_tail if result else "").strip()[-2000:]
+        super().__init__(
+            f"the baseline (experiment 0) crashed: {rec.reason}: {detail}\n{tail}".rstrip()
+        )
+        self.record = rec
+
+
 class LoopObserver(Protocol):
     def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None: ...
     def progress(self, org: str, p: Progress) -> None: ...
@@ -109,9 +125,10 @@ def reconcile(org: Org, repo: OrgRepo, journal: Journal) -> OrgState:
     """Rebuild the org's state and repair the branch if a kill left it behind the journal."""
     state = OrgState(records=journal.load())
     repo.ensure_branch(org.branch)
-    for rec in state.records:
-        if rec.outcome is Outcome.KEEP:
-            state.best_commit, state.best_val_bpb = rec.commit, rec.val_bpb
+    kept = [r for r in state.records if r.outcome is Outcome.KEEP and r.val_bpb is not None]
+    if kept:  # parallel experiments finish out of order: the best is the lowest, not the last
+        best = min(kept, key=lambda r: r.val_bpb or 0.0)
+        state.best_commit, state.best_val_bpb = best.commit, best.val_bpb
     if state.best_commit is None:
         state.best_commit = repo.branch_head(org.branch)
     elif repo.branch_head(org.branch) != state.best_commit:
@@ -222,7 +239,10 @@ class ResearchLoop:
                 done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
                 for future in done:
                     state.running.discard(in_flight.pop(future))
-                    self._record(state, self._decide(state, future.result()))
+                    rec = self._decide(state, future.result())
+                    if rec.experiment == 0 and rec.outcome is Outcome.CRASH:
+                        raise BaselineFailed(rec)
+                    self._record(state, rec)
         finally:
             if prefetched is not None:
                 prefetched.cancel()

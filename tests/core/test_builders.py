@@ -1,6 +1,7 @@
 from autoresearch_operator.k8s.builders import (
     LABEL_EXPERIMENT,
     LABEL_ORG,
+    POD_MARGIN_SECONDS,
     candidate_configmap,
     experiment_job,
     experiment_job_name,
@@ -40,7 +41,8 @@ def test_job_is_owned_labelled_and_bounded_in_time():
     assert meta["labels"][LABEL_ORG] == "explorer" and meta["labels"][LABEL_EXPERIMENT] == "7"
     assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert spec["backoffLimit"] == 0
-    assert spec["activeDeadlineSeconds"] == 300 + 60 + 60  # budget + default grace
+    # the harness kills at budget + grace; the Job allows evaluation and start-up on top
+    assert spec["activeDeadlineSeconds"] == 300 + 60 + 60 + POD_MARGIN_SECONDS
     assert spec["ttlSecondsAfterFinished"] > 0
 
 

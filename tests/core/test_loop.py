@@ -13,7 +13,7 @@ import pytest
 from autoresearch_operator.executor import ExperimentJob
 from autoresearch_operator.gitrepo import OrgRepo
 from autoresearch_operator.journal import Journal
-from autoresearch_operator.loop import ResearchLoop, reconcile
+from autoresearch_operator.loop import BaselineFailed, ResearchLoop, reconcile
 from autoresearch_operator.records import (
     ExperimentRecord,
     Outcome,
@@ -208,3 +208,35 @@ def test_resume_reruns_every_unrecorded_commit_even_when_a_later_one_was_recorde
     assert executor.ran == [0, 1, 2, 3, 5]  # 3 re-run from its commit, 4 never again
     assert [c.experiment for c in proposer.contexts] == [5]  # only 5 needed a proposal
     assert journal.load()[3].description == "three"
+
+
+def test_a_crashing_baseline_stops_the_org_unrecorded_and_is_retried_next_run(tmp_path: Path):
+    org = make_org(3)
+    loop, repo, journal = make_loop(tmp_path, org, ScriptedProposer([1.5, 1.4]), ScriptedExecutor())
+    repo.commit_candidate("demo", 0, repo.ensure_branch(org.branch), "SCORE = -1\n", "broken env")
+    with pytest.raises(BaselineFailed, match="baseline .* crashed: nan: loss is NaN"):
+        loop.run()
+    assert journal.load() == []  # nothing recorded, nothing proposed
+    repo.repo.git.update_ref("-d", repo.tried_ref("demo", 0))  # "fix the environment"
+    loop2, _, _ = make_loop(tmp_path, org, ScriptedProposer([1.5, 1.4]), ScriptedExecutor())
+    loop2.run()
+    assert [r.outcome for r in journal.load()] == [Outcome.KEEP, Outcome.KEEP, Outcome.KEEP]
+
+
+def test_reconcile_takes_the_lowest_kept_score_when_keeps_were_recorded_out_of_order(
+    tmp_path: Path,
+):
+    org = make_org(3)
+    repo = OrgRepo.open_or_init(tmp_path / "repo", BASELINE)
+    journal = Journal(tmp_path / "orgs" / "demo")
+    head = repo.ensure_branch(org.branch)
+    commits = {
+        n: repo.commit_candidate("demo", n, head, f"SCORE = {n}\n", str(n)) for n in range(3)
+    }
+    # experiment 2 finished first (1.5 < 2.0), then 1 (1.4 < 1.5): both kept, 1 is the best
+    for n, bpb in ((0, 2.0), (2, 1.5), (1, 1.4)):
+        journal.append(ExperimentRecord(experiment=n, description=str(n), outcome=Outcome.KEEP,
+                                        commit=commits[n], val_bpb=bpb))  # fmt: skip
+    state = reconcile(org, repo, journal)
+    assert (state.best_commit, state.best_val_bpb) == (commits[1], 1.4)
+    assert repo.branch_head(org.branch) == commits[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from support.fake_openai_server import FakeOpenAI
 
 # Shaped like the real trainer: banner comments, UPPER_CASE knobs with a comment on the line.

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from support.fake_openai_server import FakeOpenAI
 
 from autoresearch_operator.proposers import ProposerConfigError, make_proposer
 from autoresearch_operator.proposers.openai_proposer import (
@@ -17,6 +16,7 @@ from autoresearch_operator.proposers.openai_proposer import (
     retry_after_seconds,
 )
 from autoresearch_operator.records import ProposalContext, ProposalRejected, TokenUsage
+from support.fake_openai_server import FakeOpenAI
 
 FAST = Backoff(base_delay=0.01, max_delay=0.05, retry_after_cap=5.0)
 

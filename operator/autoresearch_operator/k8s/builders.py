@@ -25,17 +25,26 @@ MANAGED_BY = {
     "app.kubernetes.io/part-of": "autoresearch",
 }
 TRAINER_UID = 1000
-HARNESS = "/app/harness.py"
+# The trainer image keeps harness.py and prepare.py in /app. Commands name them relative to
+# workingDir /app, so the same Job also runs where an image is just a directory (the process
+# kubelet of hack/cluster runs a container in its image's directory).
+APP_DIR = "/app"
+HARNESS = "harness.py"
+PREPARE = "prepare.py"
 TTL_AFTER_FINISHED = 3600
+POD_MARGIN_SECONDS = (
+    600  # image pull, scheduling and the evaluate container, past the harness's kill
+)
 
 
 def experiment_job_name(org: str, experiment: int) -> str:
     """Deterministic, so re-creating a Job after an operator restart is a no-op (409)."""
-    suffix = f"-exp-{experiment:05d}"
-    if len(org) + len(suffix) <= 63:
-        return org + suffix
-    digest = hashlib.sha256(org.encode()).hexdigest()[:6]
-    return f"{org[: 63 - len(suffix) - 7]}-{digest}{suffix}"
+    return _name_with_suffix(org, f"-exp-{experiment:05d}")
+
+
+def prepare_job_name(data_claim: str) -> str:
+    """One prepare Job per data claim (all orgs of a namespace share the prepared data)."""
+    return _name_with_suffix(data_claim, "-prepare")
 
 
 def labels(org: str, component: str, **extra: str) -> dict[str, str]:
@@ -76,6 +85,14 @@ def candidate_configmap(job_body: dict[str, Any], train_py: str) -> dict[str, An
     }
 
 
+def _name_with_suffix(base: str, suffix: str) -> str:
+    """`base + suffix`, shortened with a hash of `base` to stay a 63-character DNS label."""
+    if len(base) + len(suffix) <= 63:
+        return base + suffix
+    digest = hashlib.sha256(base.encode()).hexdigest()[:6]
+    return f"{base[: 63 - len(suffix) - 7]}-{digest}{suffix}"
+
+
 def _restricted_container() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -83,6 +100,21 @@ def _restricted_container() -> dict[str, Any]:
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _locked_down_pod() -> dict[str, Any]:
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
 
 
@@ -115,6 +147,7 @@ def experiment_job(
     train = {
         "name": "train",
         "image": trainer.image,
+        "workingDir": APP_DIR,
         "command": [
             "python",
             HARNESS,
@@ -126,6 +159,8 @@ def experiment_job(
         ],
         "resources": trainer.resources,
         "securityContext": _restricted_container(),
+        # Should the harness itself fail here, its last log lines become the crash's log tail.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "data", "mountPath": "/data/train", "subPath": "train", "readOnly": True},
             {"name": "candidate", "mountPath": "/candidate", "readOnly": True},
@@ -135,7 +170,16 @@ def experiment_job(
     evaluate = {
         "name": "evaluate",
         "image": trainer.image,
-        "command": ["python", HARNESS, "--phase", "evaluate", *common],
+        "workingDir": APP_DIR,
+        "command": [
+            "python",
+            HARNESS,
+            "--phase",
+            "evaluate",
+            *common,
+            "--termination-log",
+            "/dev/termination-log",
+        ],
         "resources": trainer.resources,
         "securityContext": _restricted_container(),
         "terminationMessagePath": "/dev/termination-log",
@@ -143,16 +187,7 @@ def experiment_job(
         "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}, *mounts],
     }
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "runAsGroup": TRAINER_UID,
-            "fsGroup": TRAINER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        **_locked_down_pod(),
         "initContainers": [train],
         "containers": [evaluate],
         "volumes": [
@@ -182,8 +217,72 @@ def experiment_job(
         },
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": trainer.timeBudgetSeconds + trainer.grace_seconds,
+            # the harness kills training at budget + grace; evaluation and pod start come on top
+            "activeDeadlineSeconds": trainer.timeBudgetSeconds
+            + trainer.grace_seconds
+            + POD_MARGIN_SECONDS,
             "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def prepare_job(
+    namespace: str,
+    *,
+    image: str,
+    data_claim: str,
+    sources: list[str] | tuple[str, ...],
+    vocab_size: int | None = None,
+) -> dict[str, Any]:
+    """The Job that tokenizes the corpus into the data claim once (prepare.py is idempotent).
+
+    Shared by every org of the namespace, so no org owns it; it expires after TTL_AFTER_FINISHED
+    and the next org to start re-creates it, which then finds the work done.
+    """
+    if not sources:
+        raise ValueError("prepare_job needs at least one source")
+    command = ["python", PREPARE, "--data-dir", "/data"]
+    for source in sources:
+        command += ["--source", source]
+    if vocab_size:
+        command += ["--vocab-size", str(vocab_size)]
+    job_labels = {**MANAGED_BY, LABEL_COMPONENT: "prepare"}
+    container = {
+        "name": "prepare",
+        "image": image,
+        "workingDir": APP_DIR,
+        "command": command,
+        "env": [{"name": "HOME", "value": "/tmp"}],  # libraries may cache under $HOME
+        "securityContext": _restricted_container(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": prepare_job_name(data_claim),
+            "namespace": namespace,
+            "labels": job_labels,
+            "annotations": {f"{API_GROUP}/sources": " ".join(sources)},
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {
+                    **_locked_down_pod(),
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "data", "persistentVolumeClaim": {"claimName": data_claim}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
         },
     }

@@ -1,0 +1,204 @@
+"""Jobs, ConfigMaps and pods through the Kubernetes API, robust to a flaky API server.
+
+Transient failures (connection errors, 429, 5xx) are retried with backoff for as long as the
+caller is not stopping; everything else surfaces. Objects go and come back as plain camelCase
+dicts, the shape the pure functions in results.py and builders.py work on: Jobs travel through
+the generic CustomObjectsApi and pods are read as raw JSON, because the typed client validates
+bodies more strictly than the API server does (it refuses `nvidia.com/gpu: 1`, an integer
+quantity that the API server and every ResearchOrg example use).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from .results import job_finished
+
+T = TypeVar("T")
+TRANSIENT_STATUS = {0, 408, 429, 500, 502, 503, 504}
+BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+_JOBS = ("batch", "v1")  # group and version, for CustomObjectsApi
+
+
+class Interrupted(Exception):
+    """The operator is stopping. Whatever was in flight is left as it is (a running Job keeps
+    running, an experiment stays committed but unrecorded) and is adopted on the next start."""
+
+
+class KubernetesError(Exception):
+    """The API refused a request that retrying will not fix (RBAC, an invalid object, ...)."""
+
+
+def is_transient(err: BaseException) -> bool:
+    if isinstance(err, ApiException):
+        return (err.status or 0) in TRANSIENT_STATUS
+    return isinstance(err, urllib3.exceptions.HTTPError | OSError)
+
+
+def api_error(what: str, err: ApiException) -> KubernetesError:
+    return KubernetesError(f"{what}: {err.status} {err.reason}: {(err.body or '')[:300]}")
+
+
+class JobClient:
+    """The calls the operator makes in one namespace. `wait(seconds)` sleeps and returns True
+    when the caller is stopping (a kopf daemon's `stopped.wait`, a threading.Event's wait)."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        *,
+        wait: Callable[[float], bool],
+        poll_seconds: float = 10.0,
+        log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ):
+        self.objects, self.core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        self.namespace = namespace
+        self.wait, self.poll_seconds = wait, poll_seconds
+        self.log = log or logging.getLogger(__name__)
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs), retrying transient failures; raises Interrupted when stopping."""
+        attempt = 0
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                delay = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
+                self.log.warning("%s failed (%s); retrying in %ss", what, err, delay)
+                attempt += 1
+                if self.wait(delay):
+                    raise Interrupted(what) from err
+
+    # -- Jobs ---------------------------------------------------------------------------------
+
+    def read_job(self, name: str) -> dict[str, Any] | None:
+        try:
+            job = self.call(
+                f"read Job {name}", self.objects.get_namespaced_custom_object,
+                *_JOBS, self.namespace, "jobs", name,
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise api_error(f"read Job {name}", err) from err
+        return cast(dict[str, Any], job)
+
+    def create_or_adopt_job(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(the Job, created?): an existing Job of that name (409) is adopted as it is."""
+        name = body["metadata"]["name"]
+        try:
+            job = self.call(
+                f"create Job {name}", self.objects.create_namespaced_custom_object,
+                *_JOBS, self.namespace, "jobs", body,
+            )  # fmt: skip
+            return cast(dict[str, Any], job), True
+        except ApiException as err:
+            if err.status != 409:
+                raise api_error(f"create Job {name}", err) from err
+        existing = self.read_job(name)
+        if existing is None:  # deleted between the 409 and the read: try once more
+            return self.create_or_adopt_job(body)
+        return existing, False
+
+    def delete_job(self, name: str) -> None:
+        """Delete a Job with its pods and wait until it is gone."""
+        try:
+            self.call(
+                f"delete Job {name}", self.objects.delete_namespaced_custom_object,
+                *_JOBS, self.namespace, "jobs", name, propagation_policy="Foreground",
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status != 404:
+                raise api_error(f"delete Job {name}", err) from err
+        while self.read_job(name) is not None:
+            if self.wait(1.0):
+                raise Interrupted(f"waiting for Job {name} to be deleted")
+
+    def wait_finished(
+        self, name: str, on_poll: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any] | None:
+        """Poll until the Job is Complete or Failed; None if it disappeared first."""
+        while True:
+            job = self.read_job(name)
+            if job is None or job_finished(job):
+                return job
+            if on_poll is not None:
+                on_poll(job)
+            if self.wait(self.poll_seconds):
+                raise Interrupted(f"waiting for Job {name}")
+
+    # -- ConfigMaps, pods, logs -------------------------------------------------------------------
+
+    def create_configmap(self, body: dict[str, Any]) -> None:
+        """Create a ConfigMap; one that exists already (409) is fine."""
+        name = body["metadata"]["name"]
+        try:
+            self.call(
+                f"create ConfigMap {name}", self.core.create_namespaced_config_map,
+                self.namespace, body,
+            )  # fmt: skip
+        except ApiException as err:
+            if err.status != 409:
+                raise api_error(f"create ConfigMap {name}", err) from err
+
+    def job_pods(self, job_name: str) -> list[dict[str, Any]]:
+        try:
+            raw = self.call(
+                f"list pods of Job {job_name}", self.core.list_namespaced_pod, self.namespace,
+                label_selector=f"{JOB_NAME_LABEL}={job_name}", _preload_content=False,
+            )  # fmt: skip
+        except ApiException as err:
+            raise api_error(f"list pods of Job {job_name}", err) from err
+        # _preload_content=False: the raw response, not a V1PodList
+        return list(json.loads(cast(Any, raw).data)["items"])
+
+    def log_tail(self, pod: str, container: str, lines: int = 40) -> str | None:
+        """The container's last lines, or None where logs cannot be read (best effort, no retry)."""
+        try:
+            text = self.core.read_namespaced_pod_log(
+                pod, self.namespace, container=container, tail_lines=lines, _request_timeout=10
+            )
+        except Exception:  # logs are a nicety: a missing kubelet or RBAC rule must not fail a run
+            return None
+        return str(text)
+
+    def read_secret_key(self, name: str, key: str) -> str:
+        """A Secret's value, decoded; KubernetesError names the Secret and key when missing."""
+        try:
+            secret = self.call(
+                f"read Secret {name}", self.core.read_namespaced_secret, name, self.namespace
+            )
+        except ApiException as err:
+            raise api_error(f"read Secret {self.namespace}/{name}", err) from err
+        data = secret.data or {}
+        if key not in data:
+            raise KubernetesError(
+                f"Secret {self.namespace}/{name} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})"
+            )
+        return base64.b64decode(data[key]).decode()
+
+    def read_configmap_key(self, name: str, key: str) -> str:
+        try:
+            cm = self.call(
+                f"read ConfigMap {name}", self.core.read_namespaced_config_map, name, self.namespace
+            )
+        except ApiException as err:
+            raise api_error(f"read ConfigMap {self.namespace}/{name}", err) from err
+        data = cm.data or {}
+        if key not in data:
+            raise KubernetesError(
+                f"ConfigMap {self.namespace}/{name} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})"
+            )
+        return str(data[key])

@@ -1,0 +1,205 @@
+"""How a running org shows itself: status patches, Events and metrics, fed by the loop.
+
+`OrgObserver` is the loop's LoopObserver. It may be called from several threads at once (the
+loop trains experiments in parallel), so all state sits behind one lock, and the status is always
+recomputed whole from the recorded experiments (k8s/status.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..executor import Progress
+from ..metrics import OperatorMetrics
+from ..proposers import Proposer
+from ..records import ExperimentRecord, Outcome, Proposal, ProposalContext
+from .status import status_from_state
+
+PatchStatus = Callable[[dict[str, Any]], None]
+PostEvent = Callable[[str, str, str], None]  # (type, reason, message)
+
+
+class StatusPublisher:
+    """Holds what the status is computed from; patches it at most every `interval` seconds,
+    except phase changes, which go out at once. A failed patch is retried with the next one."""
+
+    def __init__(
+        self,
+        patch: PatchStatus,
+        *,
+        interval: float,
+        previous: dict[str, Any] | None = None,
+        log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._patch, self.interval, self._clock = patch, interval, clock
+        self.log = log or logging.getLogger(__name__)
+        self._lock = threading.RLock()
+        previous = previous or {}
+        self.phase: str = previous.get("phase") or "Pending"
+        self.message: str = previous.get("message") or ""
+        self.branch: str | None = previous.get("branch")
+        self.generation: int | None = previous.get("observedGeneration")
+        self.records: list[ExperimentRecord] = []
+        self.running: set[int] = set()
+        self._conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
+        self._last_patch = float("-inf")
+        self._timer: threading.Timer | None = None
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return status_from_state(
+                phase=self.phase,
+                message=self.message,
+                records=self.records,
+                running=self.running,
+                branch=self.branch,
+                observed_generation=self.generation,
+                previous_conditions=self._conditions,
+            )
+
+    def set_phase(self, phase: str, message: str, generation: int | None = None) -> bool:
+        """Change the phase and publish now; False when nothing changed (nothing is sent)."""
+        with self._lock:
+            changed = (phase, message) != (self.phase, self.message)
+            self.phase, self.message = phase, message
+            if generation is not None and generation != self.generation:
+                self.generation, changed = generation, True
+            if changed:
+                self.flush()
+            return changed
+
+    def set_records(self, records: Sequence[ExperimentRecord]) -> None:
+        with self._lock:
+            self.records = sorted(records, key=lambda r: r.experiment)
+            self.running -= {r.experiment for r in records}
+        self.publish()
+
+    def started(self, experiment: int) -> None:
+        with self._lock:
+            self.running.add(experiment)
+        self.publish()
+
+    def recorded(self, rec: ExperimentRecord) -> None:
+        with self._lock:
+            self.records = sorted(
+                [r for r in self.records if r.experiment != rec.experiment] + [rec],
+                key=lambda r: r.experiment,
+            )
+            self.running.discard(rec.experiment)
+        self.publish()
+
+    def publish(self) -> None:
+        """Patch now if the last patch is old enough, else once the interval has passed."""
+        with self._lock:
+            wait = self._last_patch + self.interval - self._clock()
+            if wait <= 0:
+                self.flush()
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._flush_from_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush_from_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            status = self.status()
+            self._last_patch = self._clock()
+            try:
+                self._patch(status)
+            except Exception as err:  # the next publish sends the whole status again
+                self.log.warning("could not patch the status: %s", err)
+                return
+            self._conditions = status["conditions"]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+
+def _bpb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
+
+
+def describe_record(rec: ExperimentRecord) -> tuple[str, str, str]:
+    """(event type, reason, message) for a recorded experiment."""
+    head = f"experiment {rec.experiment}"
+    if rec.commit:
+        head += f" ({rec.commit[:7]})"
+    if rec.outcome is Outcome.KEEP:
+        return (
+            "Normal",
+            "ExperimentKept",
+            f"{head} kept: val_bpb {_bpb(rec.val_bpb)}: {rec.description}",
+        )
+    if rec.outcome is Outcome.DISCARD:
+        return (
+            "Normal",
+            "ExperimentDiscarded",
+            f"{head} discarded: val_bpb {_bpb(rec.val_bpb)} did not beat "
+            f"{_bpb(rec.best_val_bpb)}: {rec.description}",
+        )
+    return "Warning", "ExperimentCrashed", f"{head} crashed ({rec.reason}): {rec.detail or ''}"
+
+
+class OrgObserver:
+    """The loop's observer for one ResearchOrg: status, Events and metrics."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        publisher: StatusPublisher,
+        post_event: PostEvent,
+        metrics: OperatorMetrics,
+        log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ):
+        self.namespace, self.name = namespace, name
+        self.publisher, self.post_event, self.metrics = publisher, post_event, metrics
+        self.log = log or logging.getLogger(__name__)
+
+    def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
+        self.log.info("experiment %d: %s %s", experiment, phase, detail)
+        if phase == "training":
+            self.publisher.started(experiment)
+            self.metrics.set_running(self.namespace, self.name, len(self.publisher.running))
+            self.post_event("Normal", "ExperimentStarted", f"experiment {experiment}: {detail}")
+        elif phase == "resuming":
+            self.post_event(
+                "Normal", "ExperimentResumed", f"experiment {experiment}: re-running {detail}"
+            )
+
+    def progress(self, org: str, p: Progress) -> None:
+        if p.line:
+            self.log.debug("experiment %d at %.0fs: %s", p.experiment, p.wall_seconds, p.line)
+
+    def recorded(self, org: str, rec: ExperimentRecord) -> None:
+        self.publisher.recorded(rec)
+        self.metrics.record(self.namespace, self.name, rec)
+        self.metrics.set_running(self.namespace, self.name, len(self.publisher.running))
+        self.post_event(*describe_record(rec))
+
+
+class TimedProposer:
+    """A proposer that reports how long each proposal took (rejected ones included)."""
+
+    def __init__(self, inner: Proposer, observe: Callable[[float], None]):
+        self.inner, self.observe = inner, observe
+        self.name = inner.name
+
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        start = time.monotonic()
+        try:
+            return self.inner.propose(ctx)
+        finally:
+            self.observe(time.monotonic() - start)

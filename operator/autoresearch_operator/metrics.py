@@ -1,0 +1,198 @@
+"""Prometheus metrics of the operator, and the one HTTP port serving /metrics and /healthz.
+
+Every org's series are derived from the same recorded experiments as its status (see
+k8s/status.py): counters advance once per experiment number, so replaying the journal after a
+restart, or twice, never double-counts, and `autoresearch_experiments_total` summed by outcome
+equals `status.counts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_wsgi_app,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from .k8s.status import PHASES, baseline_record, best_record
+from .records import ExperimentRecord, Outcome
+
+NO_REASON = "none"  # the reason label of kept and discarded experiments
+_DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400)
+_LATENCY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+ORG = ("namespace", "org")
+
+
+class OperatorMetrics:
+    """All metrics in their own registry; thread-safe (loops record from worker threads)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.best = Gauge("autoresearch_best_val_bpb", "Best kept val_bpb.", ORG, registry=r)
+        self.baseline = Gauge(
+            "autoresearch_baseline_val_bpb", "val_bpb of the unmodified train.py.", ORG, registry=r
+        )
+        self.last = Gauge(
+            "autoresearch_last_val_bpb", "val_bpb of the latest experiment that had one.", ORG,
+            registry=r,
+        )  # fmt: skip
+        self.experiments = Counter(
+            "autoresearch_experiments", "Experiments recorded, by outcome and crash reason.",
+            (*ORG, "outcome", "reason"), registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "autoresearch_experiment_duration_seconds",
+            "Wall time of a trained experiment, from its Job's creation to its decision.",
+            ORG, buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.gpu_seconds = Counter(
+            "autoresearch_gpu_seconds", "Training seconds used (status.gpuSeconds).", ORG,
+            registry=r,
+        )  # fmt: skip
+        self.llm_tokens = Counter(
+            "autoresearch_llm_tokens", "LLM tokens used by the proposer (status.llmTokens).", ORG,
+            registry=r,
+        )  # fmt: skip
+        self.proposal_latency = Histogram(
+            "autoresearch_proposal_latency_seconds", "Time the proposer took per proposal.", ORG,
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.running = Gauge(
+            "autoresearch_running_experiments", "Experiments training now.", ORG, registry=r
+        )
+        self.phase = Gauge(
+            "autoresearch_org_phase", "1 for the org's current phase, 0 for the others.",
+            (*ORG, "phase"), registry=r,
+        )  # fmt: skip
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], dict[int, ExperimentRecord]] = {}
+        self._outcome_labels: dict[tuple[str, str], set[tuple[str, str]]] = {}
+
+    # -- recording --------------------------------------------------------------------------
+
+    def record(self, namespace: str, org: str, rec: ExperimentRecord) -> None:
+        """Count one recorded experiment; a second call for the same experiment does nothing."""
+        key = (namespace, org)
+        with self._lock:
+            seen = self._seen.setdefault(key, {})
+            if rec.experiment in seen:
+                return
+            seen[rec.experiment] = rec
+            reason = (rec.reason or NO_REASON) if rec.outcome is Outcome.CRASH else NO_REASON
+            self._outcome_labels.setdefault(key, set()).add((rec.outcome.value, reason))
+            self.experiments.labels(namespace, org, rec.outcome.value, reason).inc()
+            if rec.result and rec.result.training_seconds:
+                self.gpu_seconds.labels(namespace, org).inc(rec.result.training_seconds)
+            self.llm_tokens.labels(namespace, org).inc(rec.usage.total)
+            if rec.commit and rec.started_at is not None and rec.finished_at is not None:
+                self.duration.labels(namespace, org).observe(rec.finished_at - rec.started_at)
+            records = sorted(seen.values(), key=lambda r: r.experiment)
+            best, baseline = best_record(records), baseline_record(records)
+            if best is not None and best.val_bpb is not None:
+                self.best.labels(namespace, org).set(best.val_bpb)
+            if baseline is not None and baseline.val_bpb is not None:
+                self.baseline.labels(namespace, org).set(baseline.val_bpb)
+            scored = [r for r in records if r.val_bpb is not None]
+            if scored:
+                latest = max(scored, key=lambda r: (r.finished_at or 0.0, r.experiment))
+                self.last.labels(namespace, org).set(latest.val_bpb)  # type: ignore[arg-type]
+
+    def replay(self, namespace: str, org: str, records: Iterable[ExperimentRecord]) -> None:
+        """Count what the journal holds (after a restart); already counted ones are skipped."""
+        for rec in records:
+            self.record(namespace, org, rec)
+
+    def set_running(self, namespace: str, org: str, running: int) -> None:
+        self.running.labels(namespace, org).set(running)
+
+    def set_phase(self, namespace: str, org: str, phase: str) -> None:
+        for p in PHASES:
+            self.phase.labels(namespace, org, p).set(1 if p == phase else 0)
+
+    def observe_proposal(self, namespace: str, org: str, seconds: float) -> None:
+        self.proposal_latency.labels(namespace, org).observe(seconds)
+
+    def forget(self, namespace: str, org: str) -> None:
+        """Drop every series of a deleted org."""
+        key = (namespace, org)
+        with self._lock:
+            self._seen.pop(key, None)
+            for outcome, reason in self._outcome_labels.pop(key, set()):
+                self.experiments.remove(namespace, org, outcome, reason)
+            for metric in (self.best, self.baseline, self.last, self.duration, self.gpu_seconds,
+                           self.llm_tokens, self.proposal_latency, self.running):  # fmt: skip
+                with contextlib.suppress(KeyError):
+                    metric.remove(namespace, org)
+            for p in PHASES:
+                with contextlib.suppress(KeyError):
+                    self.phase.remove(namespace, org, p)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# -- the HTTP endpoint ---------------------------------------------------------------------
+
+
+class Heartbeat:
+    """Liveness: the operator's event loop calls `beat()` every few seconds; if it stops (a
+    wedged loop, a dead reactor), /healthz starts failing and the kubelet restarts the pod."""
+
+    def __init__(self, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.max_age, self._clock = max_age, clock
+        self._last = clock()
+
+    def beat(self) -> None:
+        self._last = self._clock()
+
+    def age(self) -> float:
+        return self._clock() - self._last
+
+    def alive(self) -> bool:
+        return self.age() <= self.max_age
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds
+        pass
+
+
+def wsgi_app(metrics: OperatorMetrics, heartbeat: Heartbeat) -> Callable[..., Any]:
+    """/healthz for the liveness probe, everything else is the Prometheus exposition."""
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok = heartbeat.alive()
+            body = f"{'ok' if ok else 'stale'}: last heartbeat {heartbeat.age():.0f}s ago\n"
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+            )
+            return [body.encode()]
+        return prometheus(environ, start_response)
+
+    return app
+
+
+def serve(
+    metrics: OperatorMetrics, heartbeat: Heartbeat, port: int, host: str = "0.0.0.0"
+) -> ThreadingWSGIServer:
+    """Serve /metrics and /healthz on `port` from a daemon thread; `.shutdown()` stops it."""
+    server = make_server(
+        host, port, wsgi_app(metrics, heartbeat), ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return server

@@ -1,0 +1,115 @@
+"""KubernetesExecutor against a fake API: Job then owned ConfigMap, adoption after a restart,
+retries on a flaky API server, and no result recorded when the operator is stopping."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from fake_kube import FakeKube, terminated
+
+from autoresearch_operator.executor import ExperimentJob
+from autoresearch_operator.k8s.builders import LABEL_COMMIT, experiment_job
+from autoresearch_operator.k8s.executor import KubernetesExecutor
+from autoresearch_operator.k8s.jobs import Interrupted, JobClient, KubernetesError
+from autoresearch_operator.spec import org_from_resource
+
+BODY = {
+    "apiVersion": "autoresearch.dev/v1alpha1",
+    "kind": "ResearchOrg",
+    "metadata": {"name": "explorer", "namespace": "research", "uid": "org-uid", "generation": 1},
+    "spec": {"program": "x", "trainer": {"timeBudgetSeconds": 60, "profile": "tiny"}},
+}
+ORG = org_from_resource(BODY)
+COMMIT = "c" * 40
+OK = {"status": "ok", "val_bpb": 1.25, "training_seconds": 60.0}
+
+
+def experiment(n: int = 3, commit: str = COMMIT) -> ExperimentJob:
+    return ExperimentJob("explorer", n, commit, "print('candidate')\n", 60, 72, "tiny")
+
+
+def finish_when_configmap_exists(job: dict, configmaps: dict):
+    """The pod can start only once its train.py ConfigMap exists, as on a cluster."""
+    if f"{job['metadata']['name']}-train-py" not in configmaps:
+        return None
+    return "Complete", {"train": terminated(), "evaluate": terminated(json.dumps(OK))}
+
+
+def executor(fake: FakeKube, stop: threading.Event | None = None) -> KubernetesExecutor:
+    stop = stop or threading.Event()
+    jobs = JobClient(fake.api_client(), "research", wait=stop.wait, poll_seconds=0.02)
+    return KubernetesExecutor(jobs, ORG, BODY, data_claim="autoresearch-data")
+
+
+def test_runs_the_candidate_in_a_job_and_reads_the_harness_result():
+    with FakeKube(finish_when_configmap_exists) as fake:
+        progress = []
+        result = executor(fake).run(experiment(), progress.append)
+        assert result.status == "ok" and result.val_bpb == 1.25
+        assert fake.created_jobs == ["explorer-exp-00003"]
+        cm = fake.configmaps["explorer-exp-00003-train-py"]
+        owner = cm["metadata"]["ownerReferences"][0]
+        assert (
+            owner["kind"] == "Job"
+            and owner["uid"] == fake.jobs["explorer-exp-00003"]["metadata"]["uid"]
+        )
+        assert cm["data"]["train.py"] == "print('candidate')\n"
+
+
+def test_after_a_restart_the_existing_job_is_adopted_not_run_again():
+    with FakeKube(finish_when_configmap_exists) as fake:
+        existing = experiment_job(ORG, BODY, 3, COMMIT, data_claim="autoresearch-data")
+        existing["metadata"]["uid"] = "old-uid"
+        fake.jobs[existing["metadata"]["name"]] = existing
+        result = executor(fake).run(experiment())
+        assert result.val_bpb == 1.25
+        assert fake.created_jobs == []  # 409: adopted
+        owner = fake.configmaps["explorer-exp-00003-train-py"]["metadata"]["ownerReferences"][0]
+        assert owner["uid"] == "old-uid"
+
+
+def test_a_leftover_job_for_another_commit_is_replaced():
+    with FakeKube(finish_when_configmap_exists) as fake:
+        stale = experiment_job(ORG, BODY, 3, "d" * 40, data_claim="autoresearch-data")
+        fake.jobs[stale["metadata"]["name"]] = stale
+        executor(fake).run(experiment())
+        assert fake.created_jobs == ["explorer-exp-00003"]
+        assert fake.jobs["explorer-exp-00003"]["metadata"]["labels"][LABEL_COMMIT] == COMMIT
+
+
+def test_transient_api_errors_are_retried():
+    with FakeKube(finish_when_configmap_exists) as fake:
+        fake.fail_next = [503, 429]
+        ex = executor(fake)
+        ex.jobs.wait = lambda _s: False  # skip the backoff sleeps
+        assert ex.run(experiment()).status == "ok"
+
+
+def test_a_refused_job_raises_instead_of_recording_a_crash():
+    with FakeKube(finish_when_configmap_exists) as fake:
+        fake.fail_next = [403]
+        with pytest.raises(KubernetesError, match="create Job explorer-exp-00003: 403"):
+            executor(fake).run(experiment())
+
+
+def test_stopping_while_a_job_runs_interrupts_and_leaves_the_job_running():
+    with FakeKube(lambda job, cms: None) as fake:
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        with pytest.raises(Interrupted):
+            executor(fake, stop).run(experiment())
+        assert "explorer-exp-00003" in fake.jobs
+
+
+def test_a_job_deleted_while_running_is_an_infrastructure_crash():
+    with FakeKube(lambda job, cms: None) as fake:
+
+        def delete() -> None:
+            with fake.lock:
+                fake.jobs.clear()
+
+        threading.Timer(0.2, delete).start()
+        result = executor(fake).run(experiment())
+        assert result.reason == "infrastructure" and "deleted" in (result.detail or "")

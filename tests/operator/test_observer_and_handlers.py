@@ -1,0 +1,159 @@
+"""The loop's observer (status throttling, Events, thread safety) and the kopf handlers' own logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import kopf
+import pytest
+from org_records import history, record
+
+from autoresearch_operator.k8s import handlers
+from autoresearch_operator.k8s.config import OperatorConfig
+from autoresearch_operator.k8s.daemon import Runtime, api_key_secret
+from autoresearch_operator.k8s.observer import OrgObserver, StatusPublisher, describe_record
+from autoresearch_operator.metrics import Heartbeat, OperatorMetrics
+from autoresearch_operator.proposers import ProposerConfigError
+from autoresearch_operator.records import Outcome
+from autoresearch_operator.spec import org_from_resource
+
+BODY = {
+    "apiVersion": "autoresearch.dev/v1alpha1",
+    "kind": "ResearchOrg",
+    "metadata": {"name": "explorer", "namespace": "research", "uid": "u", "generation": 1},
+    "spec": {"program": "x"},
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_status_patches_are_throttled_but_phase_changes_go_out_at_once():
+    patches: list[dict] = []
+    clock = Clock()
+    publisher = StatusPublisher(patches.append, interval=3600, clock=clock)
+    publisher.set_phase("Running", "running the research loop")
+    assert [p["phase"] for p in patches] == ["Running"]
+    publisher.started(0)
+    publisher.recorded(record(0, Outcome.KEEP, 1.5))
+    assert len(patches) == 1  # within the interval: held back (a timer sends it later)
+    publisher.set_phase("Completed", "budget spent")
+    assert patches[-1]["phase"] == "Completed" and patches[-1]["counts"]["total"] == 1
+    publisher.close()
+
+
+def test_a_failed_patch_is_not_fatal_and_the_next_one_carries_everything():
+    sent: list[dict] = []
+
+    def flaky(status: dict) -> None:
+        if not sent and status["counts"]["total"] == 0:
+            sent.append({})
+            raise RuntimeError("API server unavailable")
+        sent.append(status)
+
+    publisher = StatusPublisher(flaky, interval=0)
+    publisher.set_phase("Running", "")
+    publisher.recorded(record(0, Outcome.KEEP, 1.5))
+    assert sent[-1]["counts"]["total"] == 1 and sent[-1]["phase"] == "Running"
+
+
+def test_parallel_experiments_reported_from_many_threads_add_up():
+    patches: list[dict] = []
+    publisher = StatusPublisher(patches.append, interval=0)
+    events: list[tuple] = []
+    metrics = OperatorMetrics()
+    observer = OrgObserver("research", "explorer", publisher, lambda *e: events.append(e), metrics)
+    records = [record(n, Outcome.DISCARD, 1.6) for n in range(1, 41)]
+
+    def run(rec) -> None:
+        observer.phase("explorer", rec.experiment, "training", rec.description)
+        observer.recorded("explorer", rec)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in records]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    publisher.flush()
+    assert patches[-1]["counts"] == {
+        "total": 40, "kept": 0, "discarded": 40, "crashed": 0, "running": 0
+    }  # fmt: skip
+    assert sum(1 for e in events if e[1] == "ExperimentStarted") == 40
+    labels = {"namespace": "research", "org": "explorer"}
+    assert metrics.registry.get_sample_value("autoresearch_running_experiments", labels) == 0
+
+
+def test_every_decision_gets_an_event_and_crashes_are_warnings():
+    kinds = {describe_record(r)[1]: describe_record(r) for r in history()}
+    assert kinds["ExperimentKept"][0] == "Normal" and "1.420000" in kinds["ExperimentKept"][2]
+    assert "did not beat" in kinds["ExperimentDiscarded"][2]
+    kind, _reason, message = kinds["ExperimentCrashed"]
+    assert kind == "Warning" and "(invalid-proposal)" in message
+
+
+def test_the_api_key_comes_from_the_orgs_secret_else_the_operators_default():
+    openai = {**BODY, "spec": {"program": "x", "proposer": {"type": "openai", "model": "m"}}}
+    default = OperatorConfig(llm_secret_name="team-llm")
+    assert api_key_secret(org_from_resource(openai), default).name == "team-llm"  # type: ignore[union-attr]
+    with pytest.raises(ProposerConfigError, match="AUTORESEARCH_LLM_SECRET_NAME"):
+        api_key_secret(org_from_resource(openai), OperatorConfig())
+    own = {**openai, "spec": {**openai["spec"], "proposer": {
+        "type": "openai", "model": "m", "apiKeySecretRef": {"name": "mine"}}}}  # fmt: skip
+    assert api_key_secret(org_from_resource(own), default).name == "mine"  # type: ignore[union-attr]
+    assert api_key_secret(org_from_resource(BODY), default) is None  # mutate needs no key
+
+
+@pytest.fixture
+def events(monkeypatch):
+    posted: list[dict] = []
+    monkeypatch.setattr(kopf, "event", lambda body, **kw: posted.append(kw))
+    return posted
+
+
+def test_an_invalid_body_gets_phase_failed_and_an_event_naming_the_field(events):
+    bad = {**BODY, "spec": {"program": "x", "budget": {"maxExperiments": 0}}}
+    patch = kopf.Patch()
+    handlers.validate(
+        body=kopf.Body(bad), status=kopf.Status(kopf.Body(bad)), patch=patch,
+        logger=logging.getLogger("test"),
+    )  # fmt: skip
+    assert patch["status"]["phase"] == "Failed"
+    assert "spec.budget.maxExperiments" in patch["status"]["message"]
+    assert events[0]["type"] == "Warning" and events[0]["reason"] == "InvalidSpec"
+    assert "spec.budget.maxExperiments" in events[0]["message"]
+
+
+def test_a_valid_new_body_is_pending_and_a_running_one_is_left_alone(events):
+    patch = kopf.Patch()
+    body = kopf.Body(BODY)
+    handlers.validate(body=body, status=body.status, patch=patch, logger=logging.getLogger())
+    assert patch["status"]["phase"] == "Pending" and events == []
+    running = kopf.Body({**BODY, "status": {"phase": "Running"}})
+    patch = kopf.Patch()
+    handlers.validate(body=running, status=running.status, patch=patch, logger=logging.getLogger())
+    assert "status" not in patch
+
+
+def test_startup_keeps_kopf_bookkeeping_out_of_the_status_and_runs_one_replica():
+    settings = kopf.OperatorSettings()
+    heartbeat = Heartbeat(max_age=1e9)
+    runtime = Runtime(OperatorConfig(max_orgs=10), None, OperatorMetrics())  # type: ignore[arg-type]
+
+    async def start() -> None:
+        await handlers.configure(
+            settings=settings, memo=kopf.Memo(runtime=runtime, heartbeat=heartbeat)
+        )
+
+    asyncio.run(start())
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.peering.standalone is True
+    assert settings.posting.level == logging.WARNING
+    assert settings.execution.max_workers >= 10  # a thread for every org's daemon

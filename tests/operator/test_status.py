@@ -1,0 +1,126 @@
+"""The ResearchOrg status is a pure function of the journal and the running set."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from org_records import history, record
+
+from autoresearch_operator.k8s.status import (
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    PREPARING,
+    RECENT_EXPERIMENTS,
+    RUNNING,
+    failed_status,
+    next_phase,
+    status_from_state,
+)
+from autoresearch_operator.records import Outcome
+
+NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_counts_best_baseline_and_usage_follow_the_journal():
+    status = status_from_state(
+        phase=RUNNING, message="running", records=history(), running={6, 7},
+        branch="autoresearch/explorer", observed_generation=3, now=NOW,
+    )  # fmt: skip
+    assert status["counts"] == {"total": 6, "kept": 2, "discarded": 2, "crashed": 2, "running": 2}
+    assert status["baseline"] == {"valBpb": 1.50, "commit": f"{0:040x}", "experiment": 0}
+    assert status["best"] == {"valBpb": 1.42, "commit": f"{2:040x}", "experiment": 2}
+    # Training seconds of every experiment that trained, crashes included (the GPU was used).
+    assert status["gpuSeconds"] == 4 * 300 + 40
+    assert status["gpuHours"] == round(1240 / 3600, 4)
+    assert status["llmTokens"] == sum(t + t // 2 for t in (1000, 1200, 900, 700, 1100))
+    assert status["branch"] == "autoresearch/explorer" and status["observedGeneration"] == 3
+
+
+def test_last_experiment_describes_the_latest_decision_without_nulls():
+    status = status_from_state(phase=RUNNING, message="", records=history(), now=NOW)
+    last = status["lastExperiment"]
+    assert last["experiment"] == 5 and last["outcome"] == "discard" and last["valBpb"] == 1.44
+    assert last["finishedAt"].endswith("Z")
+    assert None not in last.values()
+    crash = status["recentExperiments"][3]
+    assert crash["outcome"] == "crash" and crash["reason"] == "nan" and "valBpb" not in crash
+
+
+def test_best_is_the_lowest_keep_even_when_parallel_experiments_finish_out_of_order():
+    # Experiment 5 was kept first (1.40), then 4 finished and beat it (1.38).
+    records = [
+        record(0, Outcome.KEEP, 1.5),
+        record(4, Outcome.KEEP, 1.38, finished_at=2e9 + 10),
+        record(5, Outcome.KEEP, 1.40, finished_at=2e9),
+    ]
+    status = status_from_state(phase=RUNNING, message="", records=records, now=NOW)
+    assert status["best"]["experiment"] == 4
+    # lastExperiment is the latest decision, not the highest experiment number.
+    assert status["lastExperiment"]["experiment"] == 4
+
+
+def test_a_crashed_baseline_leaves_baseline_and_best_absent():
+    status = status_from_state(
+        phase=RUNNING, message="", records=[record(0, Outcome.CRASH, reason="exception")], now=NOW
+    )
+    assert status["baseline"] is None and status["best"] is None  # null: removed by the merge patch
+
+
+def test_recent_experiments_are_bounded_newest_last_and_details_are_clipped():
+    records = [record(n, Outcome.DISCARD, 1.6) for n in range(45)]
+    records[-1].description = "x" * 5000
+    status = status_from_state(phase=RUNNING, message="", records=records, now=NOW)
+    recent = status["recentExperiments"]
+    assert len(recent) == RECENT_EXPERIMENTS
+    assert [r["experiment"] for r in recent] == list(range(25, 45))
+    assert len(recent[-1]["description"]) <= 200
+
+
+def test_conditions_keep_their_transition_time_until_their_status_changes():
+    first = status_from_state(phase=PREPARING, message="", records=[], now=NOW)
+    later = NOW + timedelta(hours=1)
+    running = status_from_state(
+        phase=RUNNING, message="", records=[], previous_conditions=first["conditions"], now=later
+    )
+    done = status_from_state(
+        phase=COMPLETED, message="", records=[], previous_conditions=running["conditions"],
+        now=later + timedelta(hours=1),
+    )  # fmt: skip
+    by_type = {c["type"]: c for c in running["conditions"]}
+    assert by_type["Ready"]["status"] == "True" and by_type["Progressing"]["status"] == "True"
+    assert by_type["Progressing"]["lastTransitionTime"] == "2025-01-02T03:04:05Z"
+    assert by_type["Progressing"]["reason"] == RUNNING
+    done_by_type = {c["type"]: c for c in done["conditions"]}
+    assert done_by_type["Progressing"]["status"] == "False"
+    assert done_by_type["Progressing"]["lastTransitionTime"] == "2025-01-02T05:04:05Z"
+    assert done_by_type["Ready"]["lastTransitionTime"] == "2025-01-02T03:04:05Z"
+
+
+def test_failed_status_says_why_and_is_not_ready():
+    status = failed_status("spec.budget.maxExperiments: must be at least 1")
+    assert status["phase"] == FAILED and "maxExperiments" in status["message"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+
+
+def test_unknown_phase_is_refused():
+    with pytest.raises(ValueError, match="unknown phase"):
+        status_from_state(phase="Exploding", message="", records=[])
+
+
+@pytest.mark.parametrize(
+    ("paused", "exhausted", "data_ready", "phase"),
+    [
+        (True, "ran 20 experiments", False, PAUSED),  # a pause wins over everything
+        (False, "ran 20 experiments", False, COMPLETED),  # a spent budget needs no data
+        (False, None, False, PREPARING),
+        (False, None, True, RUNNING),
+    ],
+)
+def test_next_phase(paused, exhausted, data_ready, phase):
+    got, message = next_phase(paused=paused, exhausted=exhausted, data_ready=data_ready, recorded=7)
+    assert got == phase and message
+    if phase == COMPLETED:
+        assert "ran 20 experiments" in message
