@@ -33,7 +33,7 @@ sandbox-tools: ## Install bubblewrap (the training sandbox) when missing and we 
 		else echo "warning: bubblewrap (bwrap) is not installed; the harness falls back to a separate user or refuses"; fi; }
 
 run: venv sandbox-tools ## Run an example org locally on the CPU (mutate proposer unless OPENAI_API_KEY is set)
-	$(VENV)/bin/autoresearch run $(EXAMPLE) --workdir $(RUNS) --corpus $(CORPUS) --quick
+	$(VENV)/bin/autoresearch run $(EXAMPLE) --workdir $(RUNS) --corpus $(CORPUS) --quick --proposer auto
 	$(VENV)/bin/autoresearch compare --workdir $(RUNS)
 	$(VENV)/bin/autoresearch plot --workdir $(RUNS) --output $(RUNS)/progress.png
 
