@@ -10,6 +10,8 @@ training, evaluation/export, and loop bookkeeping (journal, refs).
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import statistics
 import tempfile
 import time
@@ -84,28 +86,42 @@ def main() -> None:
         assert r is not None and r.total_seconds is not None, (
             f"experiment {rec.experiment} has no timing"
         )
-        wall = m["recorded"] - m["begin"]
+        assert rec.finished_at is not None and rec.started_at is not None
+        run = json.loads((executor.output_dir(rec.experiment) / "run.json").read_text())
+        done = re.search(r"done: .* ([0-9.]+)s in all", run["log_tail"])
+        child_all = float(done.group(1)) if done else run["wall_seconds"]
         train = r.training_seconds or 0.0
-        harness = r.total_seconds
-        launch = (
-            rec.finished_at - rec.started_at - harness
-        )  # executor: write files, spawn, read back
-        before = m["training"] - m["begin"]  # proposal wait (not hidden by prefetch) + commit
+        wall = m["recorded"] - m["begin"]
         rows.append({
             "exp": rec.experiment, "outcome": rec.outcome.value, "wall": wall, "train": train,
-            "before": before, "harness_other": harness - train, "launch": launch,
-            "after": wall - before - (rec.finished_at - rec.started_at),
+            "propose": m["training"] - m["begin"],  # proposal wait not hidden by prefetch + commit
+            "harness_start": rec.finished_at - rec.started_at - r.total_seconds,  # interpreter, imports
+            "child_start": run["wall_seconds"] - child_all,  # sandbox + the child's imports
+            "warmup_export": child_all - train,  # excluded warm-up/compile steps, model export
+            "evaluate": r.total_seconds - run["wall_seconds"],  # causality check + val_bpb
             "duty": args.time_budget / wall,
         })  # fmt: skip
+    cols = ["exp", "outcome", "wall", "train", "propose", "harness_start", "child_start",
+            "warmup_export", "evaluate", "duty"]  # fmt: skip
     print(
         f"\nbudget {args.time_budget}s, profile {args.profile}, {len(rows)} experiments, workdir {workdir}"
     )
-    print(f"{'exp':>3} {'outcome':>8} {'wall s':>7} {'train s':>8} {'propose+commit':>15} "
-          f"{'harness non-train':>18} {'spawn/readback':>15} {'bookkeeping':>12} {'duty':>6}")  # fmt: skip
-    for r in rows:
-        print(f"{r['exp']:>3} {r['outcome']:>8} {r['wall']:>7.1f} {r['train']:>8.1f} {r['before']:>15.2f} "
-              f"{r['harness_other']:>18.2f} {r['launch']:>15.2f} {r['after']:>12.3f} {r['duty']:>6.3f}")  # fmt: skip
-    overhead = statistics.mean(r["wall"] - args.time_budget for r in rows)
+    print("seconds per experiment:")
+    print(" ".join(f"{c:>13}" for c in cols))
+    for row in rows:
+        print(
+            " ".join(
+                f"{row[c]:>13.2f}" if isinstance(row[c], float) else f"{row[c]:>13}" for c in cols
+            )
+        )
+    means = {c: statistics.mean(row[c] for row in rows) for c in cols[3:-1]}
+    print(
+        " ".join(
+            f"{'mean':>13}" if c == "exp" else f"{means[c]:>13.2f}" if c in means else f"{'':>13}"
+            for c in cols
+        )
+    )
+    overhead = statistics.mean(row["wall"] - args.time_budget for row in rows)
     print(f"mean overhead per experiment: {overhead:.1f} s -> duty cycle at this budget "
           f"{args.time_budget / (args.time_budget + overhead):.3f}; at a 300 s budget with the same "
           f"overhead: {300 / (300 + overhead):.3f} (target >= 0.92, i.e. <= 25 s overhead)")  # fmt: skip
