@@ -10,7 +10,7 @@ CORPUS ?= $(SHARED)/data/tinyshakespeare.txt
 RUNS ?= runs
 EXAMPLE ?= program-examples/baseline/org.yaml
 
-.PHONY: help venv run test test-fast lint bench clean
+.PHONY: help venv sandbox-tools run test test-fast lint bench clean
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -44,7 +44,7 @@ test-fast: venv ## Run the tests that take seconds (no training, no cluster)
 	$(VENV)/bin/pytest -m "not slow and not cluster"
 
 lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check operator tests trainer-image
+	$(VENV)/bin/ruff check operator tests trainer-image hack benchmarks
 	$(VENV)/bin/mypy
 
 bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer throughput
