@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 API_GROUP = "autoresearch.dev"
 API_VERSION = "v1alpha1"
 KIND = "ResearchOrg"
+PROGRAM_FILE_ANNOTATION = f"{API_GROUP}/program-file"  # local runs: where programRef's text lives
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -235,20 +236,36 @@ def org_from_resource(
         org = Org.model_validate({"name": name, "spec": body.get("spec") or {}})
     except ValidationError as err:
         raise OrgSpecError(_format_errors(err, where)) from None
-    return org.model_copy(update={"program_text": _resolve_program(org.spec, base_dir, where)})
+    program_file = ((body.get("metadata") or {}).get("annotations") or {}).get(
+        PROGRAM_FILE_ANNOTATION
+    )
+    program = _resolve_program(org.spec, base_dir, program_file, where)
+    return org.model_copy(update={"program_text": program})
 
 
-def _resolve_program(spec: OrgSpec, base_dir: Path | None, where: str) -> str:
+def _resolve_program(
+    spec: OrgSpec, base_dir: Path | None, program_file: str | None, where: str
+) -> str:
+    """Inline program, or locally the file a programRef stands for (the cluster reads the ConfigMap).
+
+    Locally the file is the annotation `autoresearch.dev/program-file` (relative to the YAML file)
+    when set, else the ConfigMap key as a file name beside the YAML file.
+    """
     if spec.program is not None:
         return spec.program
     assert spec.programRef is not None
     if base_dir is None:
         return ""  # resolved by the operator from the ConfigMap
-    path = base_dir / spec.programRef.key
+    path = base_dir / (program_file or spec.programRef.key)
     if not path.is_file():
+        how = (
+            f"annotation {PROGRAM_FILE_ANNOTATION}"
+            if program_file
+            else f"key {spec.programRef.key!r}"
+        )
         raise OrgSpecError(
-            f"{where}: spec.programRef: locally the key {spec.programRef.key!r} must be a file "
-            f"beside org.yaml, and {path} does not exist"
+            f"{where}: spec.programRef: locally the {how} must name a file beside the YAML file, "
+            f"and {path} does not exist"
         )
     return path.read_text()
 
