@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 
@@ -376,6 +377,7 @@ if __name__ == "__main__":
     parser.add_argument("--termination-log", help="also write the result JSON (< 4 KiB) here, "
                         "e.g. /dev/termination-log in a pod")  # fmt: skip
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the child is killed too
     if args.termination_log:
         os.environ["AUTORESEARCH_TERMINATION_LOG"] = args.termination_log
     grace = default_grace(args.time_budget) if args.grace is None else args.grace

@@ -203,6 +203,9 @@ def run_child(command, env, cwd, log_path, timeout, user=None):
         run["timed_out"] = True
         kill_group(proc)
         run["returncode"] = proc.wait()
+    except BaseException:  # Ctrl-C or SIGTERM of the harness: never leave a training run behind
+        kill_group(proc)
+        raise
     run["wall_seconds"] = time.time() - t0
     kill_group(proc)  # whatever it left behind in its process group
     reader.join(timeout=30)

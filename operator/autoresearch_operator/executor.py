@@ -98,9 +98,15 @@ class LocalExecutor:
         self.keep_model = keep_model
         self.gpus = _visible_gpus() if device in ("auto", "cuda") else []
         self.slots = max(1, len(self.gpus))  # one experiment per GPU; one at a time on the CPU
+        self._live: set[subprocess.Popen[str]] = set()
         self._free_gpus: queue.Queue[str] = queue.Queue()
         for gpu in self.gpus:
             self._free_gpus.put(gpu)
+
+    def cancel(self) -> None:
+        """Stop every running harness (it kills its training child): the loop was interrupted."""
+        for proc in list(self._live):
+            proc.terminate()
 
     def output_dir(self, experiment: int) -> Path:
         return self.experiments_dir / f"{experiment:04d}"
@@ -152,6 +158,7 @@ class LocalExecutor:
                 env=env,
                 cwd=TRAINER_DIR,
             )
+            self._live.add(proc)
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
@@ -166,6 +173,7 @@ class LocalExecutor:
                 if on_progress:
                     on_progress(progress)
             rc = proc.wait()
+            self._live.discard(proc)
         if not self.keep_model:
             (out / "model.pt2").unlink(missing_ok=True)
         result_path = out / "result.json"

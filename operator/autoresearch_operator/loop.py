@@ -247,6 +247,8 @@ class ResearchLoop:
             if prefetched is not None:
                 prefetched.cancel()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if in_flight and (cancel := getattr(self.executor, "cancel", None)) is not None:
+                cancel()  # local runs stop their children; cluster Jobs run on and are adopted
             trainers.shutdown(wait=not in_flight, cancel_futures=True)
         return state
 

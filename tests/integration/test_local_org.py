@@ -154,6 +154,10 @@ def test_interrupted_cli_run_resumes_without_repeating_or_losing_experiments(
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
+    leftovers = [
+        p for p in Path("/proc").glob("[0-9]*/cmdline") if _mentions(p, str(journal.directory))
+    ]
+    assert leftovers == [], "a harness or training process outlived the interrupted run"
     assert "run the same command again to resume" in out
     recorded = [r.experiment for r in journal.load()]
     assert recorded in ([0], [0, 1])
@@ -179,3 +183,10 @@ def test_interrupted_cli_run_resumes_without_repeating_or_losing_experiments(
     subprocess.run([sys.executable, "-m", "autoresearch_operator.cli", "plot", "--workdir", str(workdir),
                     "--output", str(png)], check=True)  # fmt: skip
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def _mentions(cmdline: Path, text: str) -> bool:
+    try:
+        return text in cmdline.read_bytes().decode(errors="replace")
+    except OSError:  # the process ended while we looked
+        return False
