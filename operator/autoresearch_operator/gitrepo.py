@@ -24,6 +24,10 @@ _AUTHOR = {
 }
 
 
+class PushError(RuntimeError):
+    """A push to the org's remote failed; the local history is intact."""
+
+
 class OrgRepo:
     """A repository holding the baseline train.py and one branch per org."""
 
@@ -128,6 +132,19 @@ class OrgRepo:
             tree = g.write_tree(env=env)
             args = [tree] + (["-p", parent] if parent else []) + ["-m", message]
             return str(g.commit_tree(*args, env=env))
+
+    def push(self, url: str, org: str, branch: str, timeout: float = 120) -> None:
+        """Mirror the org's branch and all its tried refs to `url` (forced: the local repo rules)."""
+        refspecs = [
+            f"+refs/heads/{branch}:refs/heads/{branch}",
+            f"+refs/autoresearch/{org}/*:refs/autoresearch/{org}/*",
+        ]
+        try:
+            self.repo.git.push(
+                url, *refspecs, kill_after_timeout=timeout, env={"GIT_TERMINAL_PROMPT": "0"}
+            )
+        except git.GitCommandError as err:
+            raise PushError(" ".join(str(err.stderr).split())[-500:] or str(err)) from None
 
     def merge_onto(self, base: str, candidate_src: str, new_best: str) -> str | None:
         """Three-way merge a candidate written against `base` onto `new_best`.

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from .decide import keep_or_discard
 from .executor import Executor, ExperimentJob, Progress
-from .gitrepo import OrgRepo
+from .gitrepo import OrgRepo, PushError
 from .journal import Journal
 from .proposers import Proposer
 from .records import (
@@ -32,6 +32,8 @@ from .records import (
 from .spec import Org
 
 HISTORY_FOR_PROMPT = 20
+PUSH_ATTEMPTS = 3
+PUSH_BACKOFF_SECONDS = 1.0
 _Pending = cf.Future[tuple[str, "Proposal | ProposalRejected", float]]
 BASELINE_MESSAGE = "baseline: unmodified train.py"
 
@@ -351,3 +353,29 @@ class ResearchLoop:
             self.repo.advance(self.org.branch, rec.commit)
             state.best_commit, state.best_val_bpb = rec.commit, rec.val_bpb
         self.observer.recorded(self.org.name, rec)
+        if self.org.spec.repo.url:
+            self._push(rec.experiment)
+
+    def _push(self, experiment: int) -> None:
+        """Mirror the branch and tried refs after every decision; a failure never stops the loop.
+
+        The journal and the local repository keep everything, and the next decision's push
+        carries whatever an earlier failed push missed.
+        """
+        url = self.org.spec.repo.url
+        assert url is not None
+        error = ""
+        for attempt in range(PUSH_ATTEMPTS):
+            try:
+                self.repo.push(url, self.org.name, self.org.branch)
+                error = ""
+                break
+            except PushError as err:
+                error = str(err)
+                if attempt + 1 < PUSH_ATTEMPTS and not self.should_stop():
+                    time.sleep(PUSH_BACKOFF_SECONDS * 2**attempt)
+        pushed = getattr(self.observer, "pushed", None)
+        if pushed is not None:
+            pushed(self.org.name, experiment, error or None)
+        elif error:
+            self.observer.phase(self.org.name, experiment, "push failed", error)

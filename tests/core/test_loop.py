@@ -240,3 +240,65 @@ def test_reconcile_takes_the_lowest_kept_score_when_keeps_were_recorded_out_of_o
     state = reconcile(org, repo, journal)
     assert (state.best_commit, state.best_val_bpb) == (commits[1], 1.4)
     assert repo.branch_head(org.branch) == commits[1]
+
+
+class PushWatcher:
+    def __init__(self):
+        self.pushes: list[tuple[int, str | None]] = []
+
+    def phase(self, org, experiment, phase, detail=""):
+        pass
+
+    def progress(self, org, p):
+        pass
+
+    def recorded(self, org, rec):
+        pass
+
+    def pushed(self, org, experiment, error):
+        self.pushes.append((experiment, error))
+
+
+def test_branch_and_tried_refs_are_pushed_after_every_decision(tmp_path: Path):
+    import git
+
+    remote = git.Repo.init(tmp_path / "remote.git", bare=True)
+    org = org_from_resource({
+        "metadata": {"name": "demo"},
+        "spec": {"program": "x", "budget": {"maxExperiments": 3}, "repo": {"url": str(tmp_path / "remote.git")}},
+    })  # fmt: skip
+    repo = OrgRepo.open_or_init(tmp_path / "repo", BASELINE)
+    watcher = PushWatcher()
+    loop = ResearchLoop(
+        org,
+        repo,
+        Journal(tmp_path / "j"),
+        ScriptedExecutor(),
+        ScriptedProposer([1.5, 1.9]),
+        watcher,
+    )
+    state = loop.run()
+    assert watcher.pushes == [(0, None), (1, None), (2, None)]
+    assert remote.git.rev_parse("refs/heads/autoresearch/demo") == state.best_commit
+    refs = remote.git.for_each_ref("--format=%(refname)", "refs/autoresearch/demo/").split()
+    assert refs == [f"refs/autoresearch/demo/tried/{n}" for n in range(3)]
+
+
+def test_a_failing_push_is_reported_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import autoresearch_operator.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "PUSH_BACKOFF_SECONDS", 0.0)
+    org = org_from_resource({
+        "metadata": {"name": "demo"},
+        "spec": {"program": "x", "budget": {"maxExperiments": 2}, "repo": {"url": str(tmp_path / "missing.git")}},
+    })  # fmt: skip
+    repo = OrgRepo.open_or_init(tmp_path / "repo", BASELINE)
+    watcher = PushWatcher()
+    journal = Journal(tmp_path / "j")
+    ResearchLoop(org, repo, journal, ScriptedExecutor(), ScriptedProposer([1.5]), watcher).run()
+    assert [n for n, _ in watcher.pushes] == [0, 1]
+    assert all(error and "missing.git" in error for _, error in watcher.pushes)
+    assert [r.outcome for r in journal.load()] == [Outcome.KEEP, Outcome.KEEP]
+    assert repo.branch_head(org.branch) == journal.load()[-1].commit
