@@ -1,0 +1,174 @@
+"""The Grafana dashboard queries only what the operator exports, by the labels it exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from autoresearch_operator.metrics import OperatorMetrics
+from autoresearch_operator.records import (
+    CrashReason,
+    ExperimentRecord,
+    Outcome,
+    TokenUsage,
+    TrainResult,
+)
+
+DASHBOARD = (
+    Path(__file__).resolve().parents[2] / "charts" / "autoresearch-operator" / "files"
+    / "dashboard.json"
+)  # fmt: skip
+
+# PromQL words that are not metric names: aggregation modifiers, vector matching, set operators.
+KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+    "offset", "atan2",
+}  # fmt: skip
+# After these, a parenthesised list of label names follows, e.g. `sum by (namespace, org)`.
+LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+TOKEN = re.compile(
+    r"""(?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
+      | (?P<range>\[[^\]]*\])
+      | (?P<duration>(?:[0-9]+(?:ms|[smhdwy]))+(?![\w:]))
+      | (?P<number>(?:0x[0-9a-fA-F]+|[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?![\w:]))
+      | (?P<variable>\$\{?\w+\}?)
+      | (?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)
+      | (?P<punct>=~|!~|!=|==|>=|<=|[-+*/%^(){},=<>])
+      | (?P<space>\s+)""",
+    re.VERBOSE,
+)
+
+
+def selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """Every metric a PromQL expression selects, with the label names its matcher uses."""
+    tokens, position = [], 0
+    for match in TOKEN.finditer(expr):
+        assert match.start() == position, f"cannot read {expr[position:]!r} in {expr!r}"
+        position = match.end()
+        if match.lastgroup != "space":
+            tokens.append((match.lastgroup, match.group()))
+    assert position == len(expr), f"cannot read {expr[position:]!r} in {expr!r}"
+    found: list[tuple[str, set[str]]] = []
+    depth, i = 0, 0
+    while i < len(tokens):
+        kind, text = tokens[i]
+        following = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if text == "{":
+            depth += 1
+        elif text == "}":
+            depth -= 1
+        elif kind == "name" and depth == 0:
+            if text in LABEL_LIST_KEYWORDS and following == "(":
+                i = _skip_group(tokens, i + 1)
+                continue
+            # a name before "(" is a function, one before "by"/"without" an aggregation
+            if text not in KEYWORDS and following not in ("(", "by", "without"):
+                labels = set()
+                if following == "{":
+                    j = i + 2
+                    while tokens[j][1] != "}":
+                        if tokens[j][0] == "name" and tokens[j + 1][1] in ("=", "!=", "=~", "!~"):
+                            labels.add(tokens[j][1])
+                        j += 1
+                found.append((text, labels))
+        i += 1
+    return found
+
+
+def _skip_group(tokens: list[tuple[str | None, str]], start: int) -> int:
+    """The index after the parenthesised list that opens at tokens[start]."""
+    end = start
+    while tokens[end][1] != ")":
+        end += 1
+    return end + 1
+
+
+def test_the_promql_reader_finds_metrics_and_skips_everything_else():
+    expr = (
+        'sum by (namespace, org, reason) (rate(autoresearch_experiments_total{org=~"$org", '
+        'outcome="crash"}[$__rate_interval] offset 5m))\n/ ignoring (reason) group_left\n'
+        "sum without (le) (up) * 1e3 > bool 0.5 unless on (org) max(x_y:z{a!='b,c'})"
+    )
+    assert selectors(expr) == [
+        ("autoresearch_experiments_total", {"org", "outcome"}),
+        ("up", set()),
+        ("x_y:z", {"a"}),
+    ]
+
+
+def exported() -> dict[str, set[str]]:
+    """Sample name -> label names, from the operator's registry after a few experiments."""
+    metrics = OperatorMetrics()
+    base = {"started_at": 1000.0, "finished_at": 1400.0, "usage": TokenUsage(900, 300)}
+
+    def result(val_bpb: float) -> TrainResult:
+        return TrainResult(status="ok", val_bpb=val_bpb, training_seconds=300.0)
+
+    records = [
+        ExperimentRecord(0, "baseline", Outcome.KEEP, commit="a", val_bpb=1.1,
+                         result=result(1.1), **base),
+        ExperimentRecord(1, "lr up", Outcome.DISCARD, commit="b", val_bpb=1.2,
+                         result=result(1.2), **base),
+        ExperimentRecord(2, "depth", Outcome.CRASH, commit="c", reason=CrashReason.NAN.value,
+                         result=TrainResult(status="crash", reason="nan"), **base),
+    ]  # fmt: skip
+    metrics.replay("research", "explorer", records)
+    metrics.set_running("research", "explorer", 1)
+    metrics.set_phase("research", "explorer", "Running")
+    metrics.observe_proposal("research", "explorer", 12.5)
+    families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
+    names: dict[str, set[str]] = {}
+    for family in families:
+        for sample in family.samples:
+            names.setdefault(sample.name, set()).update(sample.labels)
+    return names
+
+
+def targets() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def test_every_exported_family_has_samples_so_the_comparison_means_something():
+    names = exported()
+    for family in ("autoresearch_experiments_total", "autoresearch_gpu_seconds_total",
+                   "autoresearch_experiment_duration_seconds_bucket",
+                   "autoresearch_proposal_latency_seconds_count", "autoresearch_org_phase",
+                   "autoresearch_running_experiments", "autoresearch_best_val_bpb"):  # fmt: skip
+        assert family in names
+
+
+@pytest.mark.parametrize("title, expr", targets(), ids=[t for t, _ in targets()])
+def test_dashboard_queries_only_metrics_the_operator_exports(title, expr):
+    names = exported()
+    used = selectors(expr)
+    assert used, f"{title}: no metric in {expr!r}"
+    for metric, labels in used:
+        assert metric in names, f"{title}: {metric} is not exported (have: {sorted(names)})"
+        assert labels <= names[metric], f"{title}: {metric} has no label {labels - names[metric]}"
+
+
+def test_dashboard_shows_what_people_compare_filtered_by_an_org_variable():
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["org"]["multi"] and variables["org"]["includeAll"]
+    metric, label = re.fullmatch(
+        r"label_values\((\w+), *(\w+)\)", variables["org"]["definition"]
+    ).groups()
+    assert label in exported()[metric]
+    used = {metric for _, expr in targets() for metric, _ in selectors(expr)}
+    for wanted in ("autoresearch_best_val_bpb", "autoresearch_last_val_bpb",
+                   "autoresearch_experiments_total", "autoresearch_gpu_seconds_total",
+                   "autoresearch_llm_tokens_total", "autoresearch_running_experiments"):  # fmt: skip
+        assert wanted in used
+    assert all('org=~"$org"' in expr for _, expr in targets())

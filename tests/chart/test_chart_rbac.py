@@ -1,0 +1,111 @@
+"""The chart's RBAC: the same rules as deploy/rbac.yaml, covering every API call the operator makes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from helm_render import NAMESPACE, ROOT, one, render
+
+OPERATOR_SOURCE = ROOT / "operator" / "autoresearch_operator"
+DEPLOY_RBAC = ROOT / "deploy" / "rbac.yaml"
+
+# kubernetes-client method -> (apiGroup, resource, verb), per file: the custom-object calls in
+# k8s/jobs.py go to batch/v1 Jobs, the one in k8s/daemon.py to the ResearchOrg status.
+CALLS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("jobs.py", "get_namespaced_custom_object"): ("batch", "jobs", "get"),
+    ("jobs.py", "create_namespaced_custom_object"): ("batch", "jobs", "create"),
+    ("jobs.py", "delete_namespaced_custom_object"): ("batch", "jobs", "delete"),
+    ("jobs.py", "create_namespaced_config_map"): ("", "configmaps", "create"),
+    ("jobs.py", "read_namespaced_config_map"): ("", "configmaps", "get"),
+    ("jobs.py", "list_namespaced_pod"): ("", "pods", "list"),
+    ("jobs.py", "read_namespaced_pod_log"): ("", "pods/log", "get"),
+    ("jobs.py", "read_namespaced_secret"): ("", "secrets", "get"),
+    ("daemon.py", "patch_namespaced_custom_object_status"): (
+        "autoresearch.dev",
+        "researchorgs/status",
+        "patch",
+    ),  # fmt: skip
+}
+# What kopf itself does for the handlers in k8s/handlers.py: watch the orgs, patch their
+# finalizer, annotations and status, and post Events.
+KOPF = {
+    ("autoresearch.dev", "researchorgs", "list"),
+    ("autoresearch.dev", "researchorgs", "watch"),
+    ("autoresearch.dev", "researchorgs", "patch"),
+    ("", "events", "create"),
+}
+CLIENT_CALL = re.compile(
+    r"\.((?:create|read|get|list|patch|replace|delete)_(?:namespaced_|cluster_)?\w+)\b"
+)
+
+
+def granted(rules: list[dict]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_chart_clusterrole_rules_are_identical_to_deploy_rbac_yaml():
+    if not DEPLOY_RBAC.exists():
+        pytest.skip("deploy/rbac.yaml does not exist yet; nothing to compare the chart's rules to")
+    deploy = [d for d in yaml.safe_load_all(DEPLOY_RBAC.read_text()) if d]
+    (expected,) = [d["rules"] for d in deploy if d["kind"] == "ClusterRole"]
+    assert one(render(), "ClusterRole")["rules"] == expected, (
+        "copy the rules of deploy/rbac.yaml into templates/clusterrole.yaml"
+    )
+
+
+def test_clusterrole_allows_every_api_call_in_the_operators_code():
+    needed, unknown = set(KOPF), []
+    for path in sorted(OPERATOR_SOURCE.rglob("*.py")):
+        for method in CLIENT_CALL.findall(path.read_text()):
+            if not re.search(r"namespaced|cluster|custom_object", method):
+                continue  # not a kubernetes-client call (e.g. read_job, create_or_adopt_job)
+            if (path.name, method) not in CALLS:
+                unknown.append(f"{path.name}: {method}")
+            else:
+                needed.add(CALLS[(path.name, method)])
+    assert unknown == [], "new API calls: add them to CALLS and to the ClusterRole"
+    missing = needed - granted(one(render(), "ClusterRole")["rules"])
+    assert missing == set()
+
+
+def test_clusterrole_grants_no_wildcards_and_never_escalates():
+    rules = one(render(), "ClusterRole")["rules"]
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key]
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+        assert "nonResourceURLs" not in rule
+    assert not any(r.startswith(("roles", "clusterroles")) for _, r, _ in granted(rules))
+
+
+def test_binding_gives_the_role_to_the_service_account_the_operator_runs_as():
+    rendered = render()
+    role, binding = one(rendered, "ClusterRole"), one(rendered, "ClusterRoleBinding")
+    account = one(rendered, "ServiceAccount")
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+
+
+def test_an_existing_service_account_is_used_when_the_chart_creates_none():
+    rendered = render({"serviceAccount": {"create": False, "name": "existing"}})
+    assert rendered["serviceaccount.yaml"] == []
+    assert one(rendered, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == (
+        "existing"
+    )
+    assert one(rendered, "ClusterRoleBinding")["subjects"][0]["name"] == "existing"
