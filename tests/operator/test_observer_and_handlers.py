@@ -155,5 +155,6 @@ def test_startup_keeps_kopf_bookkeeping_out_of_the_status_and_runs_one_replica()
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
     assert settings.peering.standalone is True
+    assert settings.scanning.disabled is True  # no CRD or namespace watch: not in deploy/rbac.yaml
     assert settings.posting.level == logging.WARNING
     assert settings.execution.max_workers >= 10  # a thread for every org's daemon

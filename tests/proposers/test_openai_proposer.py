@@ -204,3 +204,19 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
     assert FAST.delay(0, random.Random(0), retry_after=60) == 5.0  # capped
+
+
+def test_the_resource_spec_model_keeps_every_camel_case_setting(monkeypatch: pytest.MonkeyPatch):
+    """Regression: passing the pydantic spec itself once dropped baseURL, maxRetries and friends."""
+    from autoresearch_operator.proposers import ProposerSettings
+    from autoresearch_operator.spec import ProposerSpec
+
+    spec = ProposerSpec(type="openai", model="m", baseURL="http://127.0.0.1:9/v1", maxRetries=1,
+                        timeoutSeconds=7, maxTokens=99, apiKeyEnv="MY_KEY")  # fmt: skip
+    settings = ProposerSettings.coerce(spec)
+    assert (settings.base_url, settings.max_retries, settings.timeout_seconds) == (
+        "http://127.0.0.1:9/v1",
+        1,
+        7,
+    )
+    assert (settings.max_tokens, settings.api_key_env) == (99, "MY_KEY")

@@ -217,7 +217,7 @@ class OrgRunner:
         env = {}
         if secret is not None:  # the key stays in the operator: trainer pods never see it
             env[org.spec.proposer.apiKeyEnv] = self.jobs.read_secret_key(secret.name, secret.key)
-        proposer = make_proposer(org.spec.proposer, env=env)
+        proposer = make_proposer(org.spec.proposer.model_dump(), env=env)
         metrics, ns, name = self.runtime.metrics, self.namespace, self.name
         return org, TimedProposer(proposer, lambda s: metrics.observe_proposal(ns, name, s))
 

@@ -37,6 +37,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = f"{API_GROUP}/operator"
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.peering.standalone = True  # one replica (Deployment strategy Recreate)
+    # The CRD is installed before the operator starts (Helm's crds/), and the namespaces are
+    # named: no need to watch CRDs and namespaces, nor the RBAC rules for it (deploy/rbac.yaml).
+    settings.scanning.disabled = True
     settings.execution.max_workers = runtime.config.max_orgs + 8  # one thread per org daemon
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

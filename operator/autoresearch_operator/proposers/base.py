@@ -79,11 +79,14 @@ class ProposerSettings:
 
     @classmethod
     def coerce(cls, settings: ProposerSettings | Mapping[str, Any] | object) -> ProposerSettings:
-        """Accept settings, a mapping, or any object with the snake_case attributes (a pydantic spec)."""
+        """Accept settings, a mapping, the spec's pydantic model, or an object with snake_case attributes."""
         if isinstance(settings, ProposerSettings):
             return settings.validated()
         if isinstance(settings, Mapping):
             return cls.from_mapping(settings)
+        model_dump = getattr(settings, "model_dump", None)
+        if callable(model_dump):  # the ResearchOrg spec's pydantic model: camelCase field names
+            return cls.from_mapping(model_dump())
         values: dict[str, Any] = {}
         for f in fields(cls):
             value = getattr(settings, f.name, None)

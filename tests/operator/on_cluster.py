@@ -1,0 +1,244 @@
+"""Helpers for the operator's tests on the local control plane: the operator as a process that
+can be killed and restarted, org bodies, and waiting on an org's status."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "researchorg.yaml"
+RBAC = REPO / "deploy" / "rbac.yaml"
+CORPUS = Path(
+    os.environ.get("AUTORESEARCH_CORPUS", REPO.parent / "shared" / "data" / "tinyshakespeare.txt")
+)
+GROUP, VERSION, PLURAL = "autoresearch.dev", "v1alpha1", "researchorgs"
+OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "autoresearch-system", "autoresearch-operator"
+
+
+class DataClaim:
+    """A claim bound to a hostPath volume: the process kubelet mounts the host directory."""
+
+    def __init__(self, cluster, name: str, volume: str, path: Path):
+        self.cluster, self.name, self.volume, self.path = cluster, name, volume, path
+
+    @classmethod
+    def create(cls, cluster, namespace: str, name: str = "autoresearch-data") -> DataClaim:
+        import testcluster
+        from kubernetes import client
+
+        core = client.CoreV1Api(cluster.api)
+        volume = f"{name}-{secrets.token_hex(3)}"
+        # Not under /tmp: the process kubelet maps the pod's /tmp mount too, and rewrites a path
+        # it has already rewritten when the host path starts with /tmp.
+        path = cluster.kubeconfig.parent / "test-volumes" / volume
+        path.mkdir(parents=True)
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "manual",
+                    "hostPath": {"path": str(path)},
+                    "claimRef": {"namespace": namespace, "name": name},
+                },
+            }
+        )
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "manual",
+                    "volumeName": volume,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        testcluster.wait_for(
+            lambda: (
+                core.read_namespaced_persistent_volume_claim(name, namespace).status.phase
+                == "Bound"
+            ),
+            60,
+            "the data claim to be bound",
+        )
+        return cls(cluster, name, volume, path)
+
+    def delete(self) -> None:
+        from kubernetes import client
+
+        client.CoreV1Api(self.cluster.api).delete_persistent_volume(self.volume)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def operator_account_kubeconfig(cluster, directory: Path) -> Path:
+    """Apply deploy/rbac.yaml and write a kubeconfig holding only a token of its ServiceAccount
+    (from the TokenRequest API), so the operator runs with exactly the rules it ships with."""
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)  # may exist
+    applied = cluster.kubectl("apply", "-f", str(RBAC), check=False)
+    if applied.returncode != 0:
+        raise RuntimeError(f"the API server refused {RBAC}: {applied.stderr}")
+    token = cluster.kubectl(
+        "create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=4h"
+    ).stdout.strip()
+    settings = cluster.api.configuration
+    server = {"server": settings.host, "certificate-authority": settings.ssl_ca_cert}
+    path = directory / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "test", "cluster": server}],
+                "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
+                "contexts": [
+                    {"name": "operator", "context": {"cluster": "test", "user": OPERATOR_ACCOUNT}}
+                ],
+                "current-context": "operator",
+            }
+        )  # fmt: skip
+    )
+    return path
+
+
+class OperatorProcess:
+    """`autoresearch operator` as a local process that a test can kill and start again; its state
+    directory (journals, git) and its log survive restarts, as a pod's volume would."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env, self.log = env, log
+        self.state_dir = Path(env["AUTORESEARCH_STATE_DIR"])
+        self.metrics_url = f"http://127.0.0.1:{env['AUTORESEARCH_METRICS_PORT']}"
+        self.proc: subprocess.Popen | None = None
+        self.restarts = -1
+
+    @classmethod
+    def watching(
+        cls, namespace: str, *, kubeconfig: Path, data_claim: str, directory: Path
+    ) -> OperatorProcess:
+        """An operator for one namespace, preparing the test corpus, polling every second."""
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "AUTORESEARCH_NAMESPACES": namespace,
+            "AUTORESEARCH_STATE_DIR": str(directory / "state"),
+            "AUTORESEARCH_DATA_CLAIM": data_claim,
+            "AUTORESEARCH_DATA_SOURCES": str(CORPUS),
+            "AUTORESEARCH_DATA_VOCAB_SIZE": "512",
+            "AUTORESEARCH_METRICS_PORT": str(free_port()),
+            "AUTORESEARCH_POLL_SECONDS": "1",
+            "AUTORESEARCH_STATUS_INTERVAL_SECONDS": "1",
+        }
+        return cls(env, directory / "operator.log")
+
+    def start(self) -> None:
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "autoresearch_operator.cli", "operator"],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        self.restarts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, no last status patch, as when a node dies."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+def research_org(name: str, experiments: int, **spec: Any) -> dict[str, Any]:
+    """A tiny-profile org on the CPU with the mutate proposer; `spec` overrides top-level keys."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ResearchOrg",
+        "metadata": {"name": name},
+        "spec": {
+            "program": "Lower val_bpb on the tiny model.",
+            "trainer": {
+                "profile": "tiny",
+                "timeBudgetSeconds": 3,
+                "graceSeconds": 240,  # two python start-ups on a busy machine, plus evaluation
+                "resources": {},  # CPU: the process kubelet node has no GPU
+            },
+            "proposer": {"type": "mutate", "seed": 3},
+            "budget": {"maxExperiments": experiments},
+            **spec,
+        },
+    }
+
+
+class Orgs:
+    """ResearchOrgs of one namespace through the admin client."""
+
+    def __init__(self, cluster, namespace: str):
+        from kubernetes import client
+
+        self.objects = client.CustomObjectsApi(cluster.api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> None:
+        self.objects.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def status(self, name: str) -> dict[str, Any]:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            org = self.objects.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except ApiException:
+            return {}
+        return org.get("status") or {}  # type: ignore[union-attr]
+
+    def wait_completed(self, name: str, operator: OperatorProcess, timeout: float) -> dict:
+        """Wait for phase Completed; fail at once on Failed, with the operator's log."""
+        import testcluster
+
+        seen: list[str] = []
+
+        def completed() -> bool:
+            phase = self.status(name).get("phase")
+            if phase and (not seen or seen[-1] != phase):
+                seen.append(phase)
+            if phase == "Failed":
+                raise AssertionError(f"{name} failed: {self.status(name)}\n{operator.log_tail()}")
+            return phase == "Completed"
+
+        try:
+            testcluster.wait_for(completed, timeout, f"{name} to complete", interval=1)
+        except TimeoutError:
+            raise AssertionError(
+                f"{name}: phases {seen}; status {self.status(name)}\n{operator.log_tail()}"
+            ) from None
+        return self.status(name)

@@ -1,0 +1,108 @@
+"""What the API server itself enforces, before the operator sees anything: the CRD's schema and
+CEL rules reject bad specs naming the field, and the operator's ServiceAccount may do only what
+deploy/rbac.yaml grants."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from on_cluster import GROUP, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, PLURAL, research_org
+
+pytestmark = pytest.mark.cluster
+
+
+def with_spec(**changes) -> dict:
+    body = research_org("bad", 2)
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = body["spec"]
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return body
+
+
+OPENAI_WITHOUT_MODEL = {"type": "openai", "apiKeySecretRef": {"name": "llm", "key": "apiKey"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (with_spec(trainer__timeBudget=30), 'unknown field "spec.trainer.timeBudget"'),
+        (with_spec(trainer__timeBudgetSeconds=0), "spec.trainer.timeBudgetSeconds"),
+        (with_spec(proposer__temperature=3), "spec.proposer.temperature"),
+        (with_spec(proposer__type="gpt"), "spec.proposer.type"),
+        (with_spec(trainer__profile="huge"), "spec.trainer.profile"),
+        (
+            with_spec(programRef={"name": "program"}),
+            "set exactly one of spec.program and spec.programRef",
+        ),
+        (
+            with_spec(proposer=OPENAI_WITHOUT_MODEL),
+            "spec.proposer.model is required when spec.proposer.type is 'openai'",
+        ),
+    ],
+    ids=[
+        "unknown-field",
+        "out-of-range",
+        "above-maximum",
+        "wrong-enum",
+        "wrong-profile",
+        "program-and-programRef",
+        "openai-without-model",
+    ],  # fmt: skip
+)
+def test_the_api_server_rejects_an_invalid_spec_naming_the_field(
+    cluster, namespace, crd, body, says
+):
+    applied = cluster.kubectl(
+        "apply", "--validate=strict", "-n", namespace, "-f", "-", input=json.dumps(body),
+        check=False,
+    )  # fmt: skip
+    assert applied.returncode != 0, f"accepted: {body['spec']}"
+    assert says in applied.stderr, applied.stderr
+    listed = cluster.kubectl("get", PLURAL, "-n", namespace, "-o", "name")
+    assert listed.stdout.strip() == ""
+
+
+def test_a_valid_spec_is_accepted_with_its_defaults_filled_in(cluster, namespace, crd):
+    applied = cluster.kubectl(
+        "apply", "--validate=strict", "-n", namespace, "-f", "-",
+        input=json.dumps(research_org("good", 2)), check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    got = json.loads(cluster.kubectl("get", f"{PLURAL}.{GROUP}/good", "-n", namespace,
+                                     "-o", "json").stdout)  # fmt: skip
+    assert got["spec"]["trainer"]["image"].startswith("ghcr.io/")
+    assert got["spec"]["proposer"]["temperature"] == 0.7
+
+
+def can_i(cluster, verb: str, resource: str, namespace: str) -> bool:
+    resource, _, subresource = resource.partition("/")
+    answer = cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", namespace,
+        *([f"--subresource={subresource}"] if subresource else []),
+        f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}", check=False,
+    )  # fmt: skip
+    return answer.stdout.strip() == "yes"
+
+
+def test_the_operator_account_may_do_what_it_needs_and_nothing_more(
+    cluster, namespace, crd, operator_kubeconfig
+):
+    allowed = [
+        ("watch", f"{PLURAL}.{GROUP}"), ("patch", f"{PLURAL}.{GROUP}"),
+        ("patch", f"{PLURAL}.{GROUP}/status"), ("create", "jobs.batch"), ("delete", "jobs.batch"),
+        ("list", "pods"), ("get", "pods/log"), ("create", "configmaps"), ("get", "secrets"),
+        ("create", "events"),
+    ]  # fmt: skip
+    refused = [
+        ("list", "secrets"), ("watch", "secrets"), ("create", "pods"), ("delete", "pods"),
+        ("create", "pods/exec"), ("delete", f"{PLURAL}.{GROUP}"), ("create", f"{PLURAL}.{GROUP}"),
+        ("update", "configmaps"), ("delete", "configmaps"), ("create", "rolebindings"),
+        ("get", "nodes"), ("create", "serviceaccounts/token"), ("update", f"{PLURAL}.{GROUP}/status"),
+        ("patch", "jobs.batch/status"),
+    ]  # fmt: skip
+    assert [a for a in allowed if not can_i(cluster, *a, namespace)] == []
+    assert [r for r in refused if can_i(cluster, *r, namespace)] == []

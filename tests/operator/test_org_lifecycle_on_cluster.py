@@ -1,0 +1,95 @@
+"""How an org waits and fails on the cluster: paused until resumed, failed with a message that
+says what to fix when its Secret is missing, its data cannot be prepared, or its baseline
+crashes."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+import testcluster
+from kubernetes import client
+from on_cluster import GROUP, PLURAL, VERSION, Orgs, research_org
+
+pytestmark = pytest.mark.cluster
+
+
+def wait_phase(orgs: Orgs, name: str, phase: str, operator, timeout: float = 240) -> dict:
+    try:
+        testcluster.wait_for(
+            lambda: orgs.status(name).get("phase") == phase, timeout, f"{name} to be {phase}"
+        )
+    except TimeoutError:
+        raise AssertionError(f"{orgs.status(name)}\n{operator.log_tail()}") from None
+    return orgs.status(name)
+
+
+def job_names(cluster, namespace: str) -> list[str]:
+    jobs = client.BatchV1Api(cluster.api).list_namespaced_job(namespace).items
+    return sorted(j.metadata.name for j in jobs)
+
+
+def warnings_about(cluster, namespace: str, name: str) -> list[str]:
+    events = client.CoreV1Api(cluster.api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},type=Warning"
+    )
+    return [e.message for e in events.items]
+
+
+@pytest.mark.slow
+def test_a_paused_org_starts_nothing_until_resumed(cluster, namespace, process_node, operator):
+    process_node(f"cpu-{secrets.token_hex(3)}")
+    orgs = Orgs(cluster, namespace)
+    orgs.create(research_org("sleeper", 1, paused=True))
+    status = wait_phase(orgs, "sleeper", "Paused", operator)
+    assert "spec.paused" in status["message"]
+    time.sleep(5)
+    assert job_names(cluster, namespace) == []
+    orgs.objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "sleeper", {"spec": {"paused": False}}
+    )
+    final = orgs.wait_completed("sleeper", operator, 600)
+    assert final["counts"]["total"] == 1 and final["observedGeneration"] == 2
+
+
+def test_a_missing_api_key_secret_fails_the_org_naming_the_secret(cluster, namespace, operator):
+    orgs = Orgs(cluster, namespace)
+    proposer = {"type": "openai", "model": "gpt-x",
+                "apiKeySecretRef": {"name": "llm", "key": "token"}}  # fmt: skip
+    orgs.create(research_org("keyless", 2, proposer=proposer))
+    status = wait_phase(orgs, "keyless", "Failed", operator, 60)
+    assert f"Secret {namespace}/llm" in status["message"] and "404" in status["message"]
+    assert status["message"] in warnings_about(cluster, namespace, "keyless")
+    assert job_names(cluster, namespace) == []  # nothing runs without a proposer
+
+
+def test_a_failed_prepare_job_fails_the_org_and_says_how_to_retry(
+    cluster, namespace, process_node, operator_process
+):
+    process_node(f"cpu-{secrets.token_hex(3)}")
+    operator_process.env["AUTORESEARCH_DATA_SOURCES"] = "/nonexistent/corpus.txt"
+    operator_process.start()
+    orgs = Orgs(cluster, namespace)
+    orgs.create(research_org("unprepared", 2))
+    status = wait_phase(orgs, "unprepared", "Failed", operator_process, 300)
+    assert "preparing the data failed" in status["message"], status["message"]
+    assert "/nonexistent/corpus.txt" in status["message"] and "delete the Job" in status["message"]
+    assert job_names(cluster, namespace) == ["autoresearch-data-prepare"]
+
+
+def test_a_crashed_baseline_fails_the_org_without_recording_it(
+    cluster, namespace, process_node, operator_process
+):
+    """No data sources: the claim is taken as prepared; here it is empty, so the baseline
+    crashes, which says the environment is broken rather than anything about a candidate."""
+    process_node(f"cpu-{secrets.token_hex(3)}")
+    operator_process.env["AUTORESEARCH_DATA_SOURCES"] = ""
+    operator_process.start()
+    orgs = Orgs(cluster, namespace)
+    orgs.create(research_org("grounded", 2))
+    status = wait_phase(orgs, "grounded", "Failed", operator_process, 300)
+    assert "baseline" in status["message"], status["message"]
+    assert "change the spec" in status["message"]
+    assert status.get("counts", {}).get("total", 0) == 0  # not recorded: it runs again once fixed
+    assert job_names(cluster, namespace) == ["grounded-exp-00000"]  # no prepare Job
