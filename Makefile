@@ -10,7 +10,7 @@ CORPUS ?= $(SHARED)/data/tinyshakespeare.txt
 RUNS ?= runs
 EXAMPLE ?= program-examples/baseline/org.yaml
 
-.PHONY: help venv sandbox-tools run test test-fast lint bench clean
+.PHONY: help venv sandbox-tools run test test-fast lint bench bench-operator e2e clean
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -50,6 +50,12 @@ lint: venv ## ruff and mypy
 bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer throughput
 	$(PY) benchmarks/duty_cycle.py --corpus $(CORPUS)
 	$(PY) benchmarks/trainer_throughput.py --corpus $(CORPUS)
+
+e2e: venv sandbox-tools ## Bring the test cluster up, install the CRD, run the operator and its end-to-end tests
+	$(VENV)/bin/pytest tests/cluster tests/operator -m cluster
+
+bench-operator: venv sandbox-tools ## Operator overhead per experiment on the test cluster (Job done -> status, next Job)
+	$(PY) benchmarks/operator_overhead.py --experiments 6 --poll-seconds 1
 
 clean: ## Remove local runs and caches (keeps .venv)
 	rm -rf $(RUNS) .pytest_cache .mypy_cache .ruff_cache
