@@ -158,3 +158,21 @@ def test_startup_keeps_kopf_bookkeeping_out_of_the_status_and_runs_one_replica()
     assert settings.scanning.disabled is True  # no CRD or namespace watch: not in deploy/rbac.yaml
     assert settings.posting.level == logging.WARNING
     assert settings.execution.max_workers >= 10  # a thread for every org's daemon
+
+
+def test_a_failed_push_warns_once_and_sets_repo_pushed_false_until_a_push_succeeds():
+    patches: list[dict] = []
+    publisher = StatusPublisher(patches.append, interval=0)
+    events: list[tuple] = []
+    observer = OrgObserver(
+        "research", "explorer", publisher, lambda *e: events.append(e), OperatorMetrics()
+    )
+    observer.pushed("explorer", 3, "could not read from remote repository")
+    observer.pushed("explorer", 4, "could not read from remote repository")
+    warnings = [e for e in events if e[1] == "PushFailed"]
+    assert len(warnings) == 1 and warnings[0][0] == "Warning" and "experiment 3" in warnings[0][2]
+    condition = {c["type"]: c for c in patches[-1]["conditions"]}["RepoPushed"]
+    assert condition["status"] == "False"
+    observer.pushed("explorer", 5, None)
+    condition = {c["type"]: c for c in patches[-1]["conditions"]}["RepoPushed"]
+    assert (condition["status"], condition["reason"]) == ("True", "Pushed")

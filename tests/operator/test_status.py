@@ -14,6 +14,7 @@ from autoresearch_operator.k8s.status import (
     PREPARING,
     RECENT_EXPERIMENTS,
     RUNNING,
+    conditions_for,
     failed_status,
     next_phase,
     status_from_state,
@@ -124,3 +125,21 @@ def test_next_phase(paused, exhausted, data_ready, phase):
     assert got == phase and message
     if phase == COMPLETED:
         assert "ran 20 experiments" in message
+
+
+def test_repo_pushed_condition_reports_the_last_push_and_survives_until_the_next():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    none_yet = conditions_for(RUNNING, "running", [], now)
+    assert [c["type"] for c in none_yet] == ["Ready", "Progressing"]  # no repo.url, no condition
+
+    failed = conditions_for(RUNNING, "running", none_yet, now, push_error="remote rejected")
+    pushed = {c["type"]: c for c in failed}["RepoPushed"]
+    assert (pushed["status"], pushed["reason"]) == ("False", "PushFailed")
+    assert "remote rejected" in pushed["message"] and "kept locally" in pushed["message"]
+
+    # after an operator restart nothing has been pushed yet: the last known condition carries over
+    carried = {c["type"]: c for c in conditions_for(RUNNING, "running", failed, now + timedelta(1))}
+    assert carried["RepoPushed"] == pushed
+
+    ok = {c["type"]: c for c in conditions_for(RUNNING, "running", failed, now, push_error=None)}
+    assert (ok["RepoPushed"]["status"], ok["RepoPushed"]["reason"]) == ("True", "Pushed")

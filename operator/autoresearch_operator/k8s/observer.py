@@ -47,6 +47,7 @@ class StatusPublisher:
         self.records: list[ExperimentRecord] = []
         self.running: set[int] = set()
         self._conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
+        self.push_error: str | None | bool = False  # see status.conditions_for
         self._last_patch = float("-inf")
         self._timer: threading.Timer | None = None
 
@@ -60,6 +61,7 @@ class StatusPublisher:
                 branch=self.branch,
                 observed_generation=self.generation,
                 previous_conditions=self._conditions,
+                push_error=self.push_error,
             )
 
     def set_phase(self, phase: str, message: str, generation: int | None = None) -> bool:
@@ -91,6 +93,11 @@ class StatusPublisher:
                 key=lambda r: r.experiment,
             )
             self.running.discard(rec.experiment)
+        self.publish()
+
+    def pushed(self, error: str | None) -> None:
+        with self._lock:
+            self.push_error = error
         self.publish()
 
     def publish(self) -> None:
@@ -188,6 +195,12 @@ class OrgObserver:
         self.metrics.record(self.namespace, self.name, rec)
         self.metrics.set_running(self.namespace, self.name, len(self.publisher.running))
         self.post_event(*describe_record(rec))
+
+    def pushed(self, org: str, experiment: int, error: str | None) -> None:
+        """After every decision the loop pushes to spec.repo.url; a failure is a Warning."""
+        if error is not None and self.publisher.push_error != error:
+            self.post_event("Warning", "PushFailed", f"after experiment {experiment}: {error}")
+        self.publisher.pushed(error)
 
 
 class TimedProposer:

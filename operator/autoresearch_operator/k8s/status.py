@@ -97,29 +97,41 @@ def counts(records: Sequence[ExperimentRecord], running: Collection[int]) -> dic
 
 
 def conditions_for(
-    phase: str, message: str, previous: Iterable[dict[str, Any]], now: datetime
+    phase: str,
+    message: str,
+    previous: Iterable[dict[str, Any]],
+    now: datetime,
+    push_error: str | None | bool = False,
 ) -> list[dict[str, Any]]:
-    """Ready (not Failed) and Progressing (Preparing or Running); transition times are kept
-    from `previous` while a condition's status does not change."""
+    """Ready (not Failed) and Progressing (Preparing or Running), plus RepoPushed once a push to
+    spec.repo.url was tried (`push_error`: None for success, the error text for a failure,
+    False for no push yet). Transition times are kept from `previous` while a condition's status
+    does not change; other conditions in `previous` (an earlier RepoPushed) carry over."""
     wanted = {
-        "Ready": phase != FAILED,
-        "Progressing": phase in (PREPARING, RUNNING),
+        "Ready": ("True" if phase != FAILED else "False", phase, message),
+        "Progressing": ("True" if phase in (PREPARING, RUNNING) else "False", phase, message),
     }
+    if push_error is not False:
+        wanted["RepoPushed"] = (
+            ("True", "Pushed", "the branch and tried refs are on spec.repo.url")
+            if push_error is None
+            else ("False", "PushFailed", f"{push_error}; results are kept locally and pushed later")
+        )
     before = {c.get("type"): c for c in previous}
     out = []
-    for kind, value in wanted.items():
-        status = "True" if value else "False"
+    for kind, (status, reason, text) in wanted.items():
         old = before.get(kind) or {}
         kept = old.get("status") == status and old.get("lastTransitionTime")
         out.append(
             {
                 "type": kind,
                 "status": status,
-                "reason": phase,
-                "message": message,
+                "reason": reason,
+                "message": text,
                 "lastTransitionTime": kept or rfc3339(now),
             }
         )
+    out += [c for kind, c in before.items() if kind not in wanted]
     return out
 
 
@@ -133,6 +145,7 @@ def status_from_state(
     observed_generation: int | None = None,
     previous_conditions: Iterable[dict[str, Any]] = (),
     now: datetime | None = None,
+    push_error: str | None | bool = False,
 ) -> dict[str, Any]:
     """The whole status of an org, from its recorded experiments and the ones running now."""
     if phase not in PHASES:
@@ -153,7 +166,7 @@ def status_from_state(
         "llmTokens": llm_tokens(records),
         "lastExperiment": experiment_summary(last) if last else None,
         "recentExperiments": [experiment_summary(r) for r in list(records)[-RECENT_EXPERIMENTS:]],
-        "conditions": conditions_for(phase, message, previous_conditions, now),
+        "conditions": conditions_for(phase, message, previous_conditions, now, push_error),
     }
 
 
