@@ -106,3 +106,45 @@ def test_the_operator_account_may_do_what_it_needs_and_nothing_more(
     ]  # fmt: skip
     assert [a for a in allowed if not can_i(cluster, *a, namespace)] == []
     assert [r for r in refused if can_i(cluster, *r, namespace)] == []
+
+
+def test_kubectl_explain_teaches_the_fields(cluster, crd):
+    explained = cluster.kubectl("explain", f"{PLURAL}.spec.trainer").stdout
+    assert "How each experiment trains" in explained
+    assert (
+        "timeBudgetSeconds" in explained
+        and "Training time per experiment, in seconds." in explained
+    )
+    status = cluster.kubectl("explain", f"{PLURAL}.status.best").stdout
+    assert "The best kept result so far; the branch head." in status
+
+
+def test_kubectl_get_compares_orgs_by_best_val_bpb(cluster, namespace, crd):
+    """What users run to compare orgs: the printer columns, sorted by the best val_bpb."""
+    for name, best, baseline, total in (
+        ("b", 1.31, 1.40, 9),
+        ("a", 1.52, 1.55, 4),
+        ("c", 1.12, 1.41, 20),
+    ):
+        cluster.kubectl(
+            "apply", "-n", namespace, "-f", "-", input=json.dumps(research_org(name, 30))
+        )
+        status = {"status": {"phase": "Running", "best": {"valBpb": best}, "baseline": {"valBpb": baseline},
+                             "counts": {"total": total, "kept": 2, "running": 1}, "gpuHours": total * 0.1}}  # fmt: skip
+        cluster.kubectl("patch", f"{PLURAL}.{GROUP}", name, "-n", namespace, "--subresource=status",
+                        "--type=merge", "-p", json.dumps(status))  # fmt: skip
+    listed = cluster.kubectl("get", PLURAL, "-n", namespace, "--sort-by=.status.best.valBpb").stdout
+    header, *rows = listed.splitlines()
+    assert header.split() == [
+        "NAME",
+        "PHASE",
+        "BEST",
+        "BASELINE",
+        "EXPERIMENTS",
+        "KEPT",
+        "RUNNING",
+        "GPU-HOURS",
+        "AGE",
+    ]
+    assert [r.split()[0] for r in rows] == ["c", "b", "a"]
+    assert rows[0].split()[1:8] == ["Running", "1.12", "1.41", "20", "2", "1", "2"]
