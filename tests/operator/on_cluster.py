@@ -3,6 +3,7 @@ can be killed and restarted, org bodies, and waiting on an org's status."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import secrets
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,30 @@ def operator_account_kubeconfig(cluster, directory: Path) -> Path:
     return path
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, directory=str(CORPUS.parent), **kwargs)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's signature
+        pass
+
+
+_corpus_server: http.server.ThreadingHTTPServer | None = None
+
+
+def corpus_url() -> str:
+    """The corpus over HTTP on loopback, as a cluster fetches a dataset shard.
+
+    A pod cannot see a host path: handing one to the prepare Job only worked while the path
+    happened not to start with one of the pod's mount paths (a checkout under /tmp broke it).
+    """
+    global _corpus_server
+    if _corpus_server is None:
+        _corpus_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+        threading.Thread(target=_corpus_server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{_corpus_server.server_address[1]}/{CORPUS.name}"
+
+
 class OperatorProcess:
     """`autoresearch operator` as a local process that a test can kill and start again; its state
     directory (journals, git) and its log survive restarts, as a pod's volume would."""
@@ -141,7 +167,7 @@ class OperatorProcess:
             "AUTORESEARCH_NAMESPACES": namespace,
             "AUTORESEARCH_STATE_DIR": str(directory / "state"),
             "AUTORESEARCH_DATA_CLAIM": data_claim,
-            "AUTORESEARCH_DATA_SOURCES": str(CORPUS),
+            "AUTORESEARCH_DATA_SOURCES": corpus_url(),
             "AUTORESEARCH_DATA_VOCAB_SIZE": "512",
             "AUTORESEARCH_METRICS_PORT": str(free_port()),
             "AUTORESEARCH_POLL_SECONDS": "1",
