@@ -104,6 +104,7 @@ class PodWorker:
             ]
             self.report("Failed", False)
             return
+        final: tuple[str, bool] | None = None  # reported only after the GPUs are free again
         try:
             objects = self.wait_for_objects()
             if objects is None:
@@ -121,7 +122,7 @@ class PodWorker:
                     initialized=False,
                 )
                 if code != 0 or self.kill.is_set():
-                    self.report("Failed", False)
+                    final = ("Failed", False)
                     return
             codes: dict[int, int] = {}
             threads, offset = [], 0
@@ -140,9 +141,13 @@ class PodWorker:
             for t in threads:
                 t.join()
             succeeded = all(codes.get(i) == 0 for i in range(len(threads)))
-            self.report("Succeeded" if succeeded else "Failed", True)
+            final = ("Succeeded" if succeeded else "Failed", True)
         finally:
+            # Free the devices before the terminal phase is visible: the scheduler binds the next
+            # GPU pod as soon as it sees this one finished, as a real kubelet's device manager allows.
             self.kubelet.release_gpus(gpu_ids)
+            if final is not None:
+                self.report(*final)
 
     def wait_for_objects(self) -> podrun.Objects | None:
         """ConfigMaps, Secrets and a token the pod uses; like a kubelet, wait until they exist."""
