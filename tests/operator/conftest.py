@@ -1,7 +1,9 @@
 """Fixtures for running the operator against the local control plane (tests/conftest.py).
 
-The operator runs as a local process with the token of the ServiceAccount in deploy/rbac.yaml,
-never with the admin credentials the tests use, so every test also proves the RBAC rules.
+The chart is installed into the cluster with Helm's Go SDK, and the operator runs as a local
+process with the token of the chart's ServiceAccount and the environment of the chart's
+Deployment, never with the admin credentials the tests use: every test also proves the chart's
+RBAC rules and settings.
 Helpers the tests call directly are in on_cluster.py.
 """
 
@@ -16,10 +18,14 @@ from on_cluster import (
     CRD,
     GROUP,
     PLURAL,
+    ChartRelease,
     DataClaim,
     OperatorProcess,
     operator_account_kubeconfig,
 )
+
+from support.prometheus import Prometheus
+from support.prometheus import find_binary as find_prometheus
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +40,19 @@ def crd(cluster) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A kubeconfig holding only a token of deploy/rbac.yaml's ServiceAccount."""
-    return operator_account_kubeconfig(cluster, tmp_path_factory.mktemp("operator-account"))
+def chart_release(cluster, crd) -> ChartRelease:
+    """The chart, installed (or upgraded) with Helm's Go SDK, as `helm upgrade --install`."""
+    return ChartRelease.install(cluster)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    cluster, chart_release: ChartRelease, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A kubeconfig holding only a token of the chart's ServiceAccount."""
+    return operator_account_kubeconfig(
+        cluster, tmp_path_factory.mktemp("operator-account"), chart_release
+    )
 
 
 @pytest.fixture
@@ -49,13 +65,22 @@ def data_claim(cluster, namespace: str) -> Iterator[str]:
 
 @pytest.fixture
 def operator_process(
-    cluster, namespace: str, data_claim: str, operator_kubeconfig: Path, tmp_path: Path, crd
+    cluster,
+    namespace: str,
+    data_claim: str,
+    chart_release: ChartRelease,
+    operator_kubeconfig: Path,
+    tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
     """The operator watching the test's namespace, not yet started."""
     if not CORPUS.is_file():
         pytest.skip(f"corpus {CORPUS} not found (set AUTORESEARCH_CORPUS)")
     process = OperatorProcess.watching(
-        namespace, kubeconfig=operator_kubeconfig, data_claim=data_claim, directory=tmp_path
+        namespace,
+        kubeconfig=operator_kubeconfig,
+        data_claim=data_claim,
+        directory=tmp_path,
+        chart=chart_release,
     )
     try:
         yield process
@@ -73,3 +98,15 @@ def operator(operator_process: OperatorProcess) -> OperatorProcess:
     """The operator, running."""
     operator_process.start()
     return operator_process
+
+
+@pytest.fixture
+def prometheus(operator_process: OperatorProcess, tmp_path: Path) -> Iterator[Prometheus]:
+    """A real Prometheus (Debian's package, from `make prometheus`) scraping the operator every
+    second, as the chart's ServiceMonitor has a cluster's Prometheus do."""
+    if find_prometheus() is None:
+        pytest.skip("prometheus not found: `make prometheus` fetches Debian's package")
+    target = operator_process.metrics_url.removeprefix("http://")
+    server = Prometheus.start(tmp_path / "prometheus", [target], scrape_interval="1s")
+    yield server
+    server.stop()

@@ -19,12 +19,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "researchorg.yaml"
-RBAC = REPO / "deploy" / "rbac.yaml"
 CORPUS = Path(
     os.environ.get("AUTORESEARCH_CORPUS", REPO.parent / "shared" / "data" / "tinyshakespeare.txt")
 )
 GROUP, VERSION, PLURAL = "autoresearch.dev", "v1alpha1", "researchorgs"
-OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "autoresearch-system", "autoresearch-operator"
+OPERATOR_NAMESPACE = "autoresearch-system"
 
 
 class DataClaim:
@@ -91,18 +90,80 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def operator_account_kubeconfig(cluster, directory: Path) -> Path:
-    """Apply deploy/rbac.yaml and write a kubeconfig holding only a token of its ServiceAccount
-    (from the TokenRequest API), so the operator runs with exactly the rules it ships with."""
-    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)  # may exist
-    applied = cluster.kubectl("apply", "-f", str(RBAC), check=False)
-    if applied.returncode != 0:
-        raise RuntimeError(f"the API server refused {RBAC}: {applied.stderr}")
+# The chart as the tests install it. The operator's Deployment is created like every other object,
+# but nothing here can run its image, so it is pinned to a node that never exists and stays
+# Pending: the operator runs as a local process with the Deployment's ServiceAccount and env.
+CHART = REPO / "charts" / "autoresearch-operator"
+CHART_RELEASE = "ar"
+CHART_VALUES: dict[str, Any] = {
+    "persistence": {"data": {"create": False}},  # each test namespace gets its own DataClaim
+    "nodeSelector": {"autoresearch.dev/no-operator-image-here": "true"},
+}
+
+
+class ChartRelease:
+    """The chart installed with Helm's own Go SDK, and what the operator pod would run with."""
+
+    def __init__(self, manifest: list[dict[str, Any]]):
+        self.manifest = manifest
+        (deployment,) = [d for d in manifest if d["kind"] == "Deployment"]
+        pod = deployment["spec"]["template"]["spec"]
+        self.service_account: str = pod["serviceAccountName"]
+        self.namespace: str = deployment["metadata"]["namespace"]
+        (container,) = pod["containers"]
+        self.env: dict[str, str] = {e["name"]: e["value"] for e in container["env"]}
+
+    @classmethod
+    def install(cls, cluster) -> ChartRelease:
+        """`helm upgrade --install` of the chart into OPERATOR_NAMESPACE, serialised across test
+        processes that share the cluster (Helm refuses concurrent writes to one release)."""
+        import fcntl
+
+        import helm_python as helm
+
+        lock = (cluster.kubeconfig.parent / "chart-install.lock").open("w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with (
+                helm.Config(
+                    kubeconfig_path=cluster.kubeconfig, namespace=OPERATOR_NAMESPACE
+                ) as cfg,
+                helm.Chart.load(CHART) as chart,
+            ):
+                try:
+                    cfg.status(CHART_RELEASE)
+                except helm.HelmNotFoundError:
+                    release = cfg.install(
+                        chart, CHART_RELEASE, CHART_VALUES,
+                        namespace=OPERATOR_NAMESPACE, create_namespace=True, timeout=120,
+                    )  # fmt: skip
+                else:
+                    release = cfg.upgrade(
+                        chart,
+                        CHART_RELEASE,
+                        CHART_VALUES,
+                        namespace=OPERATOR_NAMESPACE,
+                        timeout=120,
+                    )
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+        return cls([doc for doc in yaml.safe_load_all(release["manifest"]) if doc])
+
+
+def operator_account_kubeconfig(
+    cluster, directory: Path, release: ChartRelease | None = None
+) -> Path:
+    """Install the chart (unless given its release) and write a kubeconfig holding only a token of
+    the chart's ServiceAccount (from the TokenRequest API), so the operator runs with exactly the
+    RBAC rules that `helm install` gives it."""
+    release = release or ChartRelease.install(cluster)
     token = cluster.kubectl(
-        "create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=4h"
+        "create", "token", release.service_account, "-n", release.namespace, "--duration=4h"
     ).stdout.strip()
     settings = cluster.api.configuration
     server = {"server": settings.host, "certificate-authority": settings.ssl_ca_cert}
+    user = release.service_account
     path = directory / "kubeconfig"
     path.write_text(
         yaml.safe_dump(
@@ -110,10 +171,8 @@ def operator_account_kubeconfig(cluster, directory: Path) -> Path:
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "test", "cluster": server}],
-                "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
-                "contexts": [
-                    {"name": "operator", "context": {"cluster": "test", "user": OPERATOR_ACCOUNT}}
-                ],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "test", "user": user}}],
                 "current-context": "operator",
             }
         )  # fmt: skip
@@ -158,11 +217,24 @@ class OperatorProcess:
 
     @classmethod
     def watching(
-        cls, namespace: str, *, kubeconfig: Path, data_claim: str, directory: Path
+        cls,
+        namespace: str,
+        *,
+        kubeconfig: Path,
+        data_claim: str,
+        directory: Path,
+        chart: ChartRelease | None = None,
     ) -> OperatorProcess:
-        """An operator for one namespace, preparing the test corpus, polling every second."""
+        """An operator for one namespace, preparing the test corpus, polling every second.
+
+        With `chart`, it starts from the environment of the chart's Deployment (what the pod
+        would run with), so the tests also prove that the chart configures a working operator.
+        """
+        deployment_env = dict(chart.env) if chart else {}
+        deployment_env.pop("HOME", None)  # the pod's HOME is its writable /tmp mount
         env = {
             **os.environ,
+            **deployment_env,
             "KUBECONFIG": str(kubeconfig),
             "AUTORESEARCH_NAMESPACES": namespace,
             "AUTORESEARCH_STATE_DIR": str(directory / "state"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from on_cluster import GROUP, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, PLURAL, research_org
+from on_cluster import GROUP, PLURAL, research_org
 
 pytestmark = pytest.mark.cluster
 
@@ -78,19 +78,20 @@ def test_a_valid_spec_is_accepted_with_its_defaults_filled_in(cluster, namespace
     assert got["spec"]["proposer"]["temperature"] == 0.7
 
 
-def can_i(cluster, verb: str, resource: str, namespace: str) -> bool:
+def can_i(cluster, account: str, verb: str, resource: str, namespace: str) -> bool:
     resource, _, subresource = resource.partition("/")
     answer = cluster.kubectl(
         "auth", "can-i", verb, resource, "-n", namespace,
         *([f"--subresource={subresource}"] if subresource else []),
-        f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}", check=False,
+        f"--as={account}", check=False,
     )  # fmt: skip
     return answer.stdout.strip() == "yes"
 
 
-def test_the_operator_account_may_do_what_it_needs_and_nothing_more(
-    cluster, namespace, crd, operator_kubeconfig
+def test_the_charts_operator_account_may_do_what_it_needs_and_nothing_more(
+    cluster, namespace, crd, chart_release
 ):
+    account = f"system:serviceaccount:{chart_release.namespace}:{chart_release.service_account}"
     allowed = [
         ("watch", f"{PLURAL}.{GROUP}"), ("patch", f"{PLURAL}.{GROUP}"),
         ("patch", f"{PLURAL}.{GROUP}/status"), ("create", "jobs.batch"), ("delete", "jobs.batch"),
@@ -104,8 +105,8 @@ def test_the_operator_account_may_do_what_it_needs_and_nothing_more(
         ("get", "nodes"), ("create", "serviceaccounts/token"), ("update", f"{PLURAL}.{GROUP}/status"),
         ("patch", "jobs.batch/status"),
     ]  # fmt: skip
-    assert [a for a in allowed if not can_i(cluster, *a, namespace)] == []
-    assert [r for r in refused if can_i(cluster, *r, namespace)] == []
+    assert [a for a in allowed if not can_i(cluster, account, *a, namespace)] == []
+    assert [r for r in refused if can_i(cluster, account, *r, namespace)] == []
 
 
 def test_kubectl_explain_teaches_the_fields(cluster, crd):

@@ -3,23 +3,30 @@ ServiceAccount's token, a real API server, Job controller and scheduler, and a p
 that runs the trainer pods' commands.
 
 A ResearchOrg with the tiny profile and the mutate proposer must prepare its data, train every
-experiment of its budget in Jobs, and reach Completed with status, Events and metrics agreeing.
+experiment of its budget in Jobs, and reach Completed with status, Events and metrics agreeing,
+both as /metrics serves them and as a real Prometheus scraped them, through the PromQL of every
+panel of the chart's Grafana dashboard.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import urllib.request
+from pathlib import Path
 
 import pytest
 import testcluster
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from on_cluster import GROUP, PLURAL, VERSION, Orgs, research_org
+from on_cluster import GROUP, PLURAL, REPO, VERSION, Orgs, research_org
+
+from support.prometheus import Prometheus
 
 pytestmark = pytest.mark.cluster
 
 EXPERIMENTS = 3
+DASHBOARD = REPO / "charts" / "autoresearch-operator" / "files" / "dashboard.json"
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -35,7 +42,7 @@ def scrape(metrics_url: str) -> dict[str, float]:
 
 
 def test_a_tiny_org_prepares_trains_its_budget_and_completes(
-    cluster, namespace, process_node, operator
+    cluster, namespace, process_node, operator, prometheus
 ):
     process_node(f"cpu-{secrets.token_hex(3)}")
     orgs = Orgs(cluster, namespace)
@@ -79,6 +86,61 @@ def test_a_tiny_org_prepares_trains_its_budget_and_completes(
     assert samples[f"autoresearch_running_experiments{{{labels}}}"] == 0
     with urllib.request.urlopen(f"{operator.metrics_url}/healthz", timeout=10) as resp:
         assert resp.status == 200
+
+    assert_prometheus_agrees_with_status(prometheus, namespace, "explorer", final)
+
+
+def dashboard_queries(path: Path, org: str) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel target, with Grafana's variables as it fills them."""
+    panels = json.loads(path.read_text())["panels"]
+    return [
+        (panel["title"], target["expr"].replace("$org", org).replace("$__rate_interval", "5m"))
+        for panel in panels
+        for target in panel.get("targets", [])
+    ]
+
+
+def assert_prometheus_agrees_with_status(
+    prometheus: Prometheus, namespace: str, org: str, final: dict
+) -> None:
+    """What a cluster's Prometheus stored from /metrics is what `kubectl get` shows."""
+    selector = f'namespace="{namespace}",org="{org}"'
+    testcluster.wait_for(
+        lambda: prometheus.query(f'autoresearch_org_phase{{{selector},phase="Completed"}} == 1'),
+        60,
+        "Prometheus to scrape the Completed phase",
+        interval=1,
+    )
+    (best,) = prometheus.query(f"autoresearch_best_val_bpb{{{selector}}}")
+    assert best["value"] == final["best"]["valBpb"]
+    (baseline,) = prometheus.query(f"autoresearch_baseline_val_bpb{{{selector}}}")
+    assert baseline["value"] == final["baseline"]["valBpb"]
+    stored = {
+        sample["metric"]["outcome"]: sample["value"]
+        for sample in prometheus.query(
+            f"sum by (outcome) (autoresearch_experiments_total{{{selector}}})"
+        )
+    }
+    counts = final["counts"]
+    assert sum(stored.values()) == counts["total"]
+    assert stored.get("keep", 0) == counts["kept"]
+    assert stored.get("discard", 0) == counts["discarded"]
+    assert stored.get("crash", 0) == counts["crashed"]
+    (gpu,) = prometheus.query(f"sum(autoresearch_gpu_seconds_total{{{selector}}})")
+    assert gpu["value"] == pytest.approx(final["gpuSeconds"], rel=0.01, abs=1.0)
+
+    # Every panel's query runs on a real Prometheus (a PromQL error raises here), and the panels
+    # that need no rate window show this org, with the numbers the status has.
+    results = {}
+    for title, expr in dashboard_queries(DASHBOARD, org):
+        results.setdefault(title, []).append(prometheus.query(expr))
+    for title in ("val_bpb per org: best and each experiment", "Keep rate", "GPU-hours per org",
+                  "Experiments per GPU-hour", "Running experiments", "Org phase"):  # fmt: skip
+        assert all(result for result in results[title]), f"panel {title!r} shows nothing"
+    (keep_rate,) = results["Keep rate"][0]
+    assert keep_rate["value"] == pytest.approx(counts["kept"] / counts["total"])
+    (best_panel,) = results["val_bpb per org: best and each experiment"][0]
+    assert best_panel["value"] == final["best"]["valBpb"]
 
 
 def test_deleting_an_org_stops_its_daemon_and_collects_its_jobs(
