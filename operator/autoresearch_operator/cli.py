@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from rich.console import Console
@@ -13,14 +15,15 @@ from rich.table import Table
 
 from . import report
 from .executor import TRAINER_DIR, LocalExecutor, baseline_train_py
-from .gitrepo import OrgRepo
+from .gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
 from .journal import Journal
 from .loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from .proposers import ProposerConfigError, make_proposer
 from .spec import Org, OrgSpecError, load_orgs
 
 # Piped output (CI logs, `| tee`) gets a width that fits the comparison table on one line.
-console = Console(width=None if sys.stdout.isatty() else 160)
+# Piped output keeps a readable 160 columns unless COLUMNS says otherwise.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
 
 # -- workdir layout -------------------------------------------------------------------------
@@ -48,6 +51,24 @@ def ensure_prepared(workdir: Path, corpus: list[str], vocab_size: int | None) ->
 
 
 # -- run --------------------------------------------------------------------------------------
+
+REPO_CREDENTIALS_ENV = "AUTORESEARCH_REPO_CREDENTIALS"
+
+
+def local_push_credentials(
+    org: Org, environ: Mapping[str, str] = os.environ
+) -> PushCredentials | None:
+    """Locally there is no Secret: an org with spec.repo.credentialsSecretRef pushes with the
+    token or SSH private key in $AUTORESEARCH_REPO_CREDENTIALS. Without a reference, git's own
+    configuration (ssh agent, credential helpers) applies."""
+    if org.spec.repo.credentialsSecretRef is None:
+        return None
+    if not environ.get(REPO_CREDENTIALS_ENV):
+        raise CredentialsUnavailable(
+            f"spec.repo.credentialsSecretRef names a Secret, which only the operator reads; "
+            f"locally, set {REPO_CREDENTIALS_ENV} to the token or SSH private key"
+        )
+    return PushCredentials(environ[REPO_CREDENTIALS_ENV])
 
 
 def _apply_overrides(org: Org, args: argparse.Namespace) -> Org:
@@ -122,9 +143,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"[red]{org.name}: {err}[/] (or run with --proposer mutate for the offline proposer)"
             )
             return 2
+        if org.spec.repo.url and org.spec.repo.credentialsSecretRef:
+            try:
+                local_push_credentials(org)
+            except CredentialsUnavailable as err:
+                console.print(f"[yellow]{org.name}: pushes will fail: {err}[/]")
         try:
             with LiveDisplay(console, org) as display:
-                ResearchLoop(org, repo, journal, executor, proposer, observer=display).run()
+                ResearchLoop(
+                    org, repo, journal, executor, proposer, observer=display,
+                    push_credentials=functools.partial(local_push_credentials, org),
+                ).run()  # fmt: skip
         except BaselineFailed as err:
             console.print(f"[red]{org.name}: {err}[/]", highlight=False)
             console.print("fix the cause and run the same command again; it retries the baseline")
@@ -140,35 +169,85 @@ def _fmt(x: float | None, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _cluster_orgs(args: argparse.Namespace) -> list[dict] | None:
+    """The ResearchOrgs that --cluster names, or None after printing why they can't be read."""
+    from .cluster_report import ClusterReadError, load_orgs
+
+    try:
+        orgs = load_orgs("*" if args.all_namespaces else args.namespace)
+    except ClusterReadError as err:
+        console.print(f"[red]{err}[/]")
+        return None
+    if args.org:
+        orgs = [o for o in orgs if o["metadata"]["name"] in args.org]
+    if not orgs:
+        where = (
+            "any namespace" if args.all_namespaces else f"namespace {args.namespace or '(current)'}"
+        )
+        console.print(f"no ResearchOrgs in {where}")
+        return None
+    return orgs
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    records = report.load_all(Path(args.workdir) / "orgs")
-    if not records:
-        console.print(f"no orgs with experiments under {args.workdir}/orgs")
-        return 1
-    table = Table(title="research orgs", title_justify="left")
+    if args.cluster:
+        from .cluster_report import org_label, summary_from_org
+
+        orgs = _cluster_orgs(args)
+        if orgs is None:
+            return 1
+        summaries = [summary_from_org(o, org_label(o, args.all_namespaces)) for o in orgs]
+        title = "research orgs (ResearchOrg status)"
+    else:
+        records = report.load_all(Path(args.workdir) / "orgs")
+        if args.org:
+            records = {k: v for k, v in records.items() if k in args.org}
+        if not records:
+            console.print(f"no orgs with experiments under {args.workdir}/orgs")
+            return 1
+        summaries = [report.summarize(o, r) for o, r in records.items()]
+        title = "research orgs"
+    print_comparison(summaries, title)
+    return 0
+
+
+def print_comparison(summaries: list[report.OrgSummary], title: str) -> None:
+    table = Table(title=title, title_justify="left")
     for col in ("org", "proposer", "best", "baseline", "Δ", "experiments", "kept", "discarded",
                 "crashed", "keep rate", "train time", "LLM tokens"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("org", "proposer") else "right")
-    summaries = sorted(
-        (report.summarize(o, r) for o, r in records.items()),
-        key=lambda s: (s.best is None, s.best or 0.0),
-    )
-    for s in summaries:
+    for s in sorted(summaries, key=lambda s: (s.best is None, s.best or 0.0)):
         table.add_row(
             s.org, s.proposer, _fmt(s.best), _fmt(s.baseline), _fmt(s.improvement, "+.4f"),
             str(s.experiments), str(s.kept), str(s.discarded), str(s.crashed),
             _fmt(s.keep_rate, ".0%"), f"{s.training_seconds / 60:.1f} min", str(s.llm_tokens),
         )  # fmt: skip
     console.print(table)
-    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    records = report.load_all(Path(args.workdir) / "orgs")
-    if args.org:
-        records = {k: v for k, v in records.items() if k in args.org}
+    titles = None
+    if args.cluster:
+        from .cluster_report import org_label, plot_title, records_from_status
+
+        orgs = _cluster_orgs(args)
+        if orgs is None:
+            return 1
+        labels = [org_label(o, args.all_namespaces) for o in orgs]
+        records = {
+            label: records_from_status(o.get("status") or {})
+            for label, o in zip(labels, orgs, strict=True)
+        }
+        titles = {
+            label: plot_title(label, o.get("status") or {})
+            for label, o in zip(labels, orgs, strict=True)
+        }
+    else:
+        records = report.load_all(Path(args.workdir) / "orgs")
+        if args.org:
+            records = {k: v for k, v in records.items() if k in args.org}
     try:
-        out = report.plot_progress(records, Path(args.output))
+        out = report.plot_progress(records, Path(args.output), titles=titles)
     except ValueError as err:
         console.print(f"[red]{err}[/]")
         return 1
@@ -182,9 +261,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from .crd import render
+    from . import crd, crd_reference
 
-    sys.stdout.write(render())
+    sys.stdout.write(crd_reference.render() if args.reference else crd.render())
     return 0
 
 
@@ -245,21 +324,33 @@ def build_parser() -> argparse.ArgumentParser:
     corpus(pr)
     pr.set_defaults(func=cmd_prepare)
 
+    def cluster(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--org", action="append", help="only this org (repeatable)")
+        sp.add_argument("--cluster", action="store_true",
+                        help="read the ResearchOrgs' status from the current KUBECONFIG instead")  # fmt: skip
+        sp.add_argument("-n", "--namespace",
+                        help="with --cluster: this namespace (default: the context's)")  # fmt: skip
+        sp.add_argument("-A", "--all-namespaces", action="store_true",
+                        help="with --cluster: every namespace")  # fmt: skip
+
     c = sub.add_parser("compare", help="print orgs side by side")
     workdir(c)
+    cluster(c)
     c.set_defaults(func=cmd_compare)
 
     pl = sub.add_parser(
         "plot", help="write a progress PNG: val_bpb per experiment and the running best"
     )
     workdir(pl)
-    pl.add_argument("--org", action="append", help="only this org (repeatable)")
+    cluster(pl)
     pl.add_argument("--output", default="runs/progress.png")
     pl.set_defaults(func=cmd_plot)
 
     cr = sub.add_parser(
         "crd", help="print the ResearchOrg CustomResourceDefinition (generated from the spec)"
     )
+    cr.add_argument("--reference", action="store_true",
+                    help="print the markdown field reference instead (docs/crd-reference.md)")  # fmt: skip
     cr.set_defaults(func=cmd_crd)
 
     o = sub.add_parser(

@@ -8,9 +8,14 @@ touched and many orgs can share one repository. Every candidate gets a ref
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import git
 
@@ -24,8 +29,100 @@ _AUTHOR = {
 }
 
 
+DEFAULT_HTTPS_USERNAME = "x-access-token"  # GitHub's name for a token; another goes in the URL
+_PASSWORD_ENV = "AUTORESEARCH_GIT_PASSWORD"  # only in the environment of the one git process
+
+
 class PushError(RuntimeError):
     """A push to the org's remote failed; the local history is intact."""
+
+
+class CredentialsUnavailable(PushError):
+    """The push credential could not be had (e.g. its Secret is missing): retrying now won't help."""
+
+
+@dataclass(frozen=True)
+class PushCredentials:
+    """The credential of a push: an HTTPS token or password, or an SSH private key.
+
+    Never part of the URL, a command line or a message; its repr shows only which kind it is.
+    """
+
+    secret: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # `kubectl create secret --from-file` keeps the file's trailing newline
+        object.__setattr__(self, "secret", self.secret.strip())
+
+    @property
+    def is_ssh_key(self) -> bool:
+        return self.secret.startswith("-----BEGIN")
+
+    def __repr__(self) -> str:
+        return f"PushCredentials({'ssh key' if self.is_ssh_key else 'token'})"
+
+
+def _is_http(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://"))
+
+
+@contextmanager
+def push_auth(
+    url: str, credentials: PushCredentials | None, known_hosts: Path
+) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The git options and environment that make one push authenticate, and never prompt.
+
+    A token goes to git through a credential helper that reads it from the git process's own
+    environment (the user name is the URL's, else DEFAULT_HTTPS_USERNAME); helpers configured
+    elsewhere are switched off, so nothing is stored or used instead. An SSH key is written to a
+    0600 file for GIT_SSH_COMMAND and removed afterwards; host keys are accepted the first time
+    and remembered in `known_hosts`.
+    """
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": ""}  # empty: no core.askPass, no SSH_ASKPASS
+    if credentials is None:
+        yield [], env
+        return
+    if not credentials.secret:
+        raise CredentialsUnavailable("the push credential is empty")
+    if not credentials.is_ssh_key:
+        if not _is_http(url):
+            raise CredentialsUnavailable(
+                "the push credential is a token or password, which only an http(s):// URL uses; "
+                "for an SSH URL store an SSH private key"
+            )
+        lines = ("" if urlsplit(url).username else f"username={DEFAULT_HTTPS_USERNAME}\\n") + (
+            "password=%s\\n"
+        )
+        helper = (
+            f'!f() {{ if test "$1" = get; then printf \'{lines}\' "${_PASSWORD_ENV}"; fi; }}; f'
+        )
+        options = ["-c", "credential.helper=", "-c", f"credential.helper={helper}"]
+        yield options, {**env, _PASSWORD_ENV: credentials.secret}
+        return
+    if _is_http(url):
+        raise CredentialsUnavailable(
+            "the push credential is an SSH private key, but the URL is http(s)://; "
+            "use an ssh:// or user@host:path URL, or store a token instead"
+        )
+    with tempfile.TemporaryDirectory(prefix="autoresearch-ssh-") as tmp:
+        key = Path(tmp, "id")
+        key.touch(mode=0o600)  # before the key is written: ssh refuses a key others can read
+        key.write_text(credentials.secret + "\n")  # ssh refuses a key without its final newline
+        ssh = [
+            "ssh", "-i", str(key), "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "BatchMode=yes",
+        ]  # fmt: skip
+        yield [], {**env, "GIT_SSH_COMMAND": shlex.join(ssh)}
+
+
+def _redact(text: str, credentials: PushCredentials | None) -> str:
+    if credentials is None or len(credentials.secret) < 4:
+        return text
+    for line in credentials.secret.splitlines():
+        if len(line.strip()) >= 4:
+            text = text.replace(line.strip(), "***")
+    return text
 
 
 class OrgRepo:
@@ -133,18 +230,36 @@ class OrgRepo:
             args = [tree] + (["-p", parent] if parent else []) + ["-m", message]
             return str(g.commit_tree(*args, env=env))
 
-    def push(self, url: str, org: str, branch: str, timeout: float = 120) -> None:
-        """Mirror the org's branch and all its tried refs to `url` (forced: the local repo rules)."""
+    def push(
+        self,
+        url: str,
+        org: str,
+        branch: str,
+        credentials: PushCredentials | None = None,
+        timeout: float = 120,
+    ) -> None:
+        """Mirror the org's branch and all its tried refs to `url` (forced: the local repo rules).
+
+        Without credentials git uses whatever it is configured with (an ssh agent, a credential
+        helper), but never prompts.
+        """
         refspecs = [
             f"+refs/heads/{branch}:refs/heads/{branch}",
             f"+refs/autoresearch/{org}/*:refs/autoresearch/{org}/*",
         ]
-        try:
-            self.repo.git.push(
-                url, *refspecs, kill_after_timeout=timeout, env={"GIT_TERMINAL_PROMPT": "0"}
-            )
-        except git.GitCommandError as err:
-            raise PushError(" ".join(str(err.stderr).split())[-500:] or str(err)) from None
+        known_hosts = Path(self.repo.git_dir) / "autoresearch_known_hosts"
+        with push_auth(url, credentials, known_hosts) as (options, env):
+            try:
+                proc = subprocess.run(
+                    ["git", *options, "push", "--quiet", url, *refspecs],
+                    cwd=self.path, env={**os.environ, **env}, capture_output=True, text=True,
+                    timeout=timeout, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise PushError(f"git push did not finish within {timeout:.0f}s") from None
+        if proc.returncode != 0:
+            detail = " ".join(proc.stderr.split())[-500:] or f"git push exited {proc.returncode}"
+            raise PushError(_redact(detail, credentials))
 
     def merge_onto(self, base: str, candidate_src: str, new_best: str) -> str | None:
         """Three-way merge a candidate written against `base` onto `new_best`.

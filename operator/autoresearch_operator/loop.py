@@ -17,7 +17,7 @@ from typing import Protocol
 
 from .decide import keep_or_discard
 from .executor import Executor, ExperimentJob, Progress
-from .gitrepo import OrgRepo, PushError
+from .gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials, PushError
 from .journal import Journal
 from .proposers import Proposer
 from .records import (
@@ -149,7 +149,10 @@ class ResearchLoop:
         proposer: Proposer,
         observer: LoopObserver | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        push_credentials: Callable[[], PushCredentials | None] = lambda: None,
     ):
+        """`push_credentials` is asked before every push to spec.repo.url, so a credential that
+        appears or changes later is used; it raises CredentialsUnavailable when it has none."""
         self.org = org
         self.repo = repo
         self.journal = journal
@@ -157,6 +160,7 @@ class ResearchLoop:
         self.proposer = proposer
         self.observer = observer or _Quiet()
         self.should_stop = should_stop
+        self.push_credentials = push_credentials
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"propose-{org.name}")
 
     # -- proposals --------------------------------------------------------------------------
@@ -367,8 +371,11 @@ class ResearchLoop:
         error = ""
         for attempt in range(PUSH_ATTEMPTS):
             try:
-                self.repo.push(url, self.org.name, self.org.branch)
+                self.repo.push(url, self.org.name, self.org.branch, self.push_credentials())
                 error = ""
+                break
+            except CredentialsUnavailable as err:  # e.g. no Secret yet: the next decision retries
+                error = str(err)
                 break
             except PushError as err:
                 error = str(err)

@@ -127,12 +127,34 @@ class KeepPolicy(_Model):
     )
 
 
+class RepoCredentialsRef(SecretKeyRef):
+    key: str = Field(
+        default="token", description="Key holding the HTTPS token or password, or the SSH key."
+    )
+
+
 class RepoSpec(_Model):
     url: str | None = Field(
-        default=None, description="Remote to push the org branch and tried refs to."
+        default=None,
+        description=(
+            "Remote to push the org branch and tried refs to after every decision "
+            "(https://host/path.git, ssh://git@host/path.git or git@host:path.git)."
+        ),
     )
-    credentialsSecretRef: SecretKeyRef | None = Field(
-        default=None, description="Secret with push credentials."
+    credentialsSecretRef: RepoCredentialsRef | None = Field(
+        default=None,
+        description=(
+            "Secret in the org's namespace whose key holds the push credential, read by the "
+            "operator before every push. Either an HTTPS token or password, for an http(s) URL: "
+            "git gets it from a credential helper, never in the URL, a command line or a message; "
+            "the user name is the URL's (https://alice@host/...), else 'x-access-token'. Or an "
+            "unencrypted SSH private key (text starting with '-----BEGIN'), for an SSH URL: used "
+            "with IdentitiesOnly and StrictHostKeyChecking=accept-new (the host key is trusted on "
+            "first use and remembered). A missing Secret or key fails the push (condition "
+            "RepoPushed, Event PushFailed), never the org: results stay in the operator's "
+            "repository and the next push carries them. Local runs (autoresearch run) read the "
+            "credential from $AUTORESEARCH_REPO_CREDENTIALS instead."
+        ),
     )
     branch: str | None = Field(default=None, description="Branch name; default autoresearch/<org>.")
 

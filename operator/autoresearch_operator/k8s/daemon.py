@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 
 from ..crd import PLURAL
 from ..executor import baseline_train_py
-from ..gitrepo import OrgRepo
+from ..gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
 from ..journal import Journal
 from ..loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from ..metrics import OperatorMetrics
@@ -193,6 +193,7 @@ class OrgRunner:
             proposer,
             observer=observer,
             should_stop=lambda: self.stopped() or self._changed(generation),
+            push_credentials=lambda: self._push_credentials(org),
         )
         try:
             loop.run()
@@ -220,6 +221,17 @@ class OrgRunner:
         proposer = make_proposer(org.spec.proposer.model_dump(), env=env)
         metrics, ns, name = self.runtime.metrics, self.namespace, self.name
         return org, TimedProposer(proposer, lambda s: metrics.observe_proposal(ns, name, s))
+
+    def _push_credentials(self, org: Org) -> PushCredentials | None:
+        """spec.repo.credentialsSecretRef's value, read before every push so that a Secret
+        created or rotated later is used; a missing one fails the push, not the org."""
+        ref = org.spec.repo.credentialsSecretRef
+        if ref is None:
+            return None
+        try:
+            return PushCredentials(self.jobs.read_secret_key(ref.name, ref.key))
+        except KubernetesError as err:
+            raise CredentialsUnavailable(f"spec.repo.credentialsSecretRef: {err}") from None
 
     # -- phases ---------------------------------------------------------------------------------
 
