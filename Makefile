@@ -10,7 +10,7 @@ CORPUS ?= $(SHARED)/data/tinyshakespeare.txt
 RUNS ?= runs
 EXAMPLE ?= program-examples/baseline/org.yaml
 
-.PHONY: help venv sandbox-tools run test test-fast lint bench bench-operator e2e clean
+.PHONY: help venv sandbox-tools prometheus run test test-fast lint bench bench-operator bench-scale e2e docs image clean
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -32,12 +32,29 @@ sandbox-tools: ## Install bubblewrap (the training sandbox) when missing and we 
 			(apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }); \
 		else echo "warning: bubblewrap (bwrap) is not installed; the harness falls back to a separate user or refuses"; fi; }
 
+# Debian's prometheus package, unpacked (no service, no root needed once the package lists exist):
+# the end-to-end test scrapes the operator with it.
+PROMETHEUS_DIR ?= $(HOME)/.cache/autoresearch-operator/prometheus
+PROMETHEUS := $(PROMETHEUS_DIR)/usr/bin/prometheus
+
+prometheus: $(PROMETHEUS) ## Fetch Debian's prometheus into ~/.cache (the metrics end-to-end test runs it)
+
+$(PROMETHEUS):
+	@echo "==> fetching Debian's prometheus package into $(PROMETHEUS_DIR)"
+	@mkdir -p $(PROMETHEUS_DIR)/deb
+	@cd $(PROMETHEUS_DIR)/deb && rm -f prometheus_*.deb && \
+		{ apt-get download prometheus 2>/dev/null || \
+		  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download prometheus; }; } || \
+		{ echo "error: could not fetch Debian's prometheus package (apt-get download prometheus)"; exit 1; }
+	@dpkg-deb -x $(PROMETHEUS_DIR)/deb/prometheus_*.deb $(PROMETHEUS_DIR)
+	@$(PROMETHEUS) --version | head -1
+
 run: venv sandbox-tools ## Run an example org locally on the CPU (mutate proposer unless OPENAI_API_KEY is set)
 	$(VENV)/bin/autoresearch run $(EXAMPLE) --workdir $(RUNS) --corpus $(CORPUS) --quick --proposer auto
 	$(VENV)/bin/autoresearch compare --workdir $(RUNS)
 	$(VENV)/bin/autoresearch plot --workdir $(RUNS) --output $(RUNS)/progress.png
 
-test: venv sandbox-tools ## Run every test: unit, trainer on the CPU, loop integration, cluster
+test: venv sandbox-tools prometheus ## Run every test: unit, trainer on the CPU, loop integration, cluster, Prometheus
 	$(VENV)/bin/pytest
 
 test-fast: venv ## Run the tests that take seconds (no training, no cluster)
@@ -51,11 +68,31 @@ bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer t
 	$(PY) benchmarks/duty_cycle.py --corpus $(CORPUS)
 	$(PY) benchmarks/trainer_throughput.py --corpus $(CORPUS)
 
-e2e: venv sandbox-tools ## Bring the test cluster up, install the CRD, run the operator and its end-to-end tests
+e2e: venv sandbox-tools prometheus ## Bring the test cluster up, install the CRD, run the operator and its end-to-end tests
 	$(VENV)/bin/pytest tests/cluster tests/operator -m cluster
 
 bench-operator: venv sandbox-tools ## Operator overhead per experiment on the test cluster (Job done -> status, next Job)
 	$(PY) benchmarks/operator_overhead.py --experiments 6 --poll-seconds 1
+
+bench-scale: venv ## Operator at scale on kwok (own cluster): 50 orgs, 200 GPU nodes; scheduling, CPU, RSS, API requests
+	$(PY) benchmarks/operator_scale.py --orgs 50 --experiments 4 --nodes 200
+
+docs: venv ## Regenerate crds/ , the chart's CRD copy and docs/crd-reference.md
+	$(VENV)/bin/autoresearch crd > crds/researchorg.yaml.tmp && mv crds/researchorg.yaml.tmp crds/researchorg.yaml
+	cp crds/researchorg.yaml charts/autoresearch-operator/crds/researchorg.yaml
+	$(VENV)/bin/autoresearch crd --reference > docs/crd-reference.md.tmp && mv docs/crd-reference.md.tmp docs/crd-reference.md
+
+# Image names default to the chart's (values.yaml images.*.repository, tag = Chart.yaml appVersion).
+REGISTRY ?= ghcr.io/autoresearch-operator
+IMAGE_TAG ?= $(shell sed -nE 's/^appVersion:[[:space:]]*"?([^"[:space:]]+)"?.*$$/\1/p' charts/autoresearch-operator/Chart.yaml)
+OPERATOR_IMAGE ?= $(REGISTRY)/operator:$(IMAGE_TAG)
+TRAINER_IMAGE ?= $(REGISTRY)/trainer:$(IMAGE_TAG)
+DOCKER ?= $(firstword $(foreach tool,docker podman,$(if $(shell command -v $(tool) 2>/dev/null),$(tool))))
+
+image: ## Build the operator and trainer images (needs docker or podman)
+	@test -n "$(DOCKER)" || { echo "make image: neither docker nor podman is installed (or pass DOCKER=...)" >&2; exit 1; }
+	$(DOCKER) build -f operator/Dockerfile -t $(OPERATOR_IMAGE) .
+	$(DOCKER) build -f trainer-image/Dockerfile -t $(TRAINER_IMAGE) trainer-image
 
 clean: ## Remove local runs and caches (keeps .venv)
 	rm -rf $(RUNS) .pytest_cache .mypy_cache .ruff_cache
