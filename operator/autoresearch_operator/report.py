@@ -66,12 +66,19 @@ def load_all(orgs_dir: Path) -> dict[str, list[ExperimentRecord]]:
     }
 
 
-def plot_progress(all_records: dict[str, list[ExperimentRecord]], output: Path) -> Path:
-    """val_bpb per experiment, the running best as a step line, kept experiments labelled."""
+def plot_progress(
+    all_records: dict[str, list[ExperimentRecord]],
+    output: Path,
+    titles: dict[str, str] | None = None,
+) -> Path:
+    """val_bpb per experiment, the running best as a step line, kept experiments labelled.
+
+    `titles` replaces an org's panel title (e.g. to say that only a recent window is shown)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     orgs = [o for o, recs in all_records.items() if recs]
     if not orgs:
@@ -121,8 +128,9 @@ def plot_progress(all_records: dict[str, list[ExperimentRecord]], output: Path) 
             label = r.description if len(r.description) <= 40 else r.description[:37] + "..."
             ax.annotate(label, (r.experiment, r.val_bpb), textcoords="offset points", xytext=(4, 6),
                         fontsize=7, rotation=20, color="#1b6b40")  # fmt: skip
-        ax.set_title(f"{org}: {len(recs)} experiments, {len(kept)} kept")
+        ax.set_title((titles or {}).get(org) or f"{org}: {len(recs)} experiments, {len(kept)} kept")
         ax.set_xlabel("experiment")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("val_bpb (lower is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")

@@ -36,6 +36,9 @@ KOPF = {
     ("autoresearch.dev", "researchorgs", "patch"),
     ("", "events", "create"),
 }
+# Modules that call the API with the user's own credentials, never the operator's:
+# `autoresearch compare --cluster` and `plot --cluster` list ResearchOrgs across namespaces.
+USER_SIDE = {"cluster_report.py"}
 CLIENT_CALL = re.compile(
     r"\.((?:create|read|get|list|patch|replace|delete)_(?:namespaced_|cluster_)?\w+)\b"
 )
@@ -64,6 +67,8 @@ def test_chart_clusterrole_rules_are_identical_to_deploy_rbac_yaml():
 def test_clusterrole_allows_every_api_call_in_the_operators_code():
     needed, unknown = set(KOPF), []
     for path in sorted(OPERATOR_SOURCE.rglob("*.py")):
+        if path.name in USER_SIDE:
+            continue
         for method in CLIENT_CALL.findall(path.read_text()):
             if not re.search(r"namespaced|cluster|custom_object", method):
                 continue  # not a kubernetes-client call (e.g. read_job, create_or_adopt_job)
