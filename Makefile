@@ -77,7 +77,7 @@ bench-operator: venv sandbox-tools ## Operator overhead per experiment on the te
 bench-scale: venv ## Operator at scale on kwok (own cluster): 50 orgs, 200 GPU nodes; scheduling, CPU, RSS, API requests
 	$(PY) benchmarks/operator_scale.py --orgs 50 --experiments 4 --nodes 200
 
-docs: venv ## Regenerate crds/ , the chart's CRD copy and docs/crd-reference.md
+docs: venv ## Regenerate crds/, the chart's CRD copy and docs/crd-reference.md
 	$(VENV)/bin/autoresearch crd > crds/researchorg.yaml.tmp && mv crds/researchorg.yaml.tmp crds/researchorg.yaml
 	cp crds/researchorg.yaml charts/autoresearch-operator/crds/researchorg.yaml
 	$(VENV)/bin/autoresearch crd --reference > docs/crd-reference.md.tmp && mv docs/crd-reference.md.tmp docs/crd-reference.md
