@@ -21,9 +21,15 @@ from .loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from .proposers import ProposerConfigError, make_proposer
 from .spec import Org, OrgSpecError, load_orgs
 
-# Piped output (CI logs, `| tee`) gets a width that fits the comparison table on one line.
-# Piped output keeps a readable 160 columns unless COLUMNS says otherwise.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+
+def _piped_width(environ: Mapping[str, str]) -> int:
+    """Piped output (CI logs, `| tee`) is at least 160 columns wide, so the comparison table keeps
+    its names on one line even under a shell's COLUMNS=80; wider when COLUMNS asks for it."""
+    columns = environ.get("COLUMNS", "")
+    return max(160, int(columns)) if columns.isdigit() else 160
+
+
+console = Console(width=None if sys.stdout.isatty() else _piped_width(os.environ))
 
 
 # -- workdir layout -------------------------------------------------------------------------
