@@ -45,3 +45,12 @@ def test_org_proposer_is_kept_unless_told_otherwise(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     assert overridden().spec.proposer.type == "openai"
     assert overridden("--proposer", "mutate").spec.proposer.type == "mutate"
+
+
+def test_piped_output_keeps_the_comparison_table_wide_whatever_columns_says():
+    from autoresearch_operator.cli import _piped_width
+
+    assert _piped_width({}) == 160
+    assert _piped_width({"COLUMNS": ""}) == 160  # an exported but empty COLUMNS
+    assert _piped_width({"COLUMNS": "80"}) == 160  # a narrow shell would cut the org names
+    assert _piped_width({"COLUMNS": "300"}) == 300
