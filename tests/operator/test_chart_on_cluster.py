@@ -36,7 +36,9 @@ def test_helm_install_creates_every_object_the_chart_renders(cluster, chart_rele
     listed = cluster.kubectl(
         "get", "-f", "-", "-o", "json", input=yaml.safe_dump_all(chart_release.manifest)
     )
-    found = {(item["kind"], item["metadata"]["name"]) for item in json.loads(listed.stdout)["items"]}
+    found = {
+        (item["kind"], item["metadata"]["name"]) for item in json.loads(listed.stdout)["items"]
+    }
     assert found == {(doc["kind"], doc["metadata"]["name"]) for doc in chart_release.manifest}
 
 

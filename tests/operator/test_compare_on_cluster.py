@@ -67,7 +67,9 @@ def test_compare_and_plot_read_the_orgs_status_from_the_cluster(
 
     compared = autoresearch(cluster, "compare", "--cluster", "-n", namespace)
     assert compared.returncode == 0, compared.stderr + compared.stdout
-    rows = [line for line in compared.stdout.splitlines() if "explorer" in line or "careful" in line]
+    rows = [
+        line for line in compared.stdout.splitlines() if "explorer" in line or "careful" in line
+    ]
     assert [("explorer" in row) for row in rows] == [True, False], "best first"
     explorer = rows[0].replace("│", " ").split()
     assert explorer[:6] == ["explorer", "mutate", "1.8000", "2.0000", "+0.2000", "25"]
