@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from support.processes import free_port, stop
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "researchorg.yaml"
@@ -82,12 +83,6 @@ class DataClaim:
 
         client.CoreV1Api(self.cluster.api).delete_persistent_volume(self.volume)
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # The chart as the tests install it. The operator's Deployment is created like every other object,
@@ -262,14 +257,8 @@ class OperatorProcess:
         self.proc.wait(30)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc)
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]

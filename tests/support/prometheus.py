@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from support.processes import free_port, stop
 
 CACHED = (
     Path.home() / ".cache" / "autoresearch-operator" / "prometheus" / "usr" / "bin" / "prometheus"
@@ -36,12 +37,6 @@ def find_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PromQLError(RuntimeError):
     """Prometheus refused a query; the message is its own."""
 
@@ -51,7 +46,7 @@ class Prometheus:
 
     def __init__(self, binary: Path, directory: Path, targets: list[str], scrape_interval: str):
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
@@ -131,10 +126,4 @@ class Prometheus:
         return [t["scrapeUrl"] for t in data["activeTargets"] if t["health"] == "up"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
