@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import secrets
 import sys
 import tempfile
@@ -21,10 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT / "tests" / "operator", ROOT / "tests", ROOT / "hack" / "cluster"):
-    sys.path.insert(0, str(path))
+from cluster_bench import percentile  # sets the test helpers' import paths
 
+# isort: split
 import testcluster  # noqa: E402
 from kubernetes import client, watch  # noqa: E402
 from on_cluster import (  # noqa: E402
@@ -94,12 +92,6 @@ class Timeline:
             total = ((event["object"].get("status") or {}).get("counts") or {}).get("total", 0)
             for n in range(total):
                 self.recorded.setdefault(n, now)
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile: no interpolation between the few samples an org gives."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def main() -> int:

@@ -57,13 +57,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cluster_bench import ROOT, percentile  # sets the test helpers' import paths
 
-ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT / "tests" / "operator", ROOT / "tests", ROOT / "hack" / "cluster"):
-    sys.path.insert(0, str(path))
-
+# isort: split
 import testcluster  # noqa: E402
+import yaml
 from kubernetes import client, watch  # noqa: E402
 from on_cluster import (  # noqa: E402
     CRD,
@@ -328,12 +326,6 @@ class Timeline:
             self.org_completed.setdefault(name, now)
         elif status.get("phase") == "Failed":
             self.failed[name] = status.get("message", "")
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest rank: no interpolation."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def gaps(start: dict[Key, float], end: dict[Key, float]) -> list[float]:
