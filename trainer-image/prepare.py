@@ -5,12 +5,15 @@ One-time data preparation, and the fixed runtime utilities train.py imports. Age
     python prepare.py --data-dir /tmp/data --source tinyshakespeare.txt --vocab-size 512
 
 Sources are text files or parquet shards (a "text" column, read with pyarrow), local or over
-HTTP. Documents are read in source order; the last VAL_FRACTION of the characters is the pinned
-validation split. Layout, so that the training sandbox can mount DATA_DIR/train alone:
+HTTP. Documents are read in source order; the last TEST_FRACTION of the characters is the pinned,
+held-out test split, and the VAL_FRACTION before it the pinned validation split. Layout, so that
+the training sandbox can mount DATA_DIR/train alone:
 
     DATA_DIR/raw/                downloaded sources
     DATA_DIR/train/              tokenizer.json  token_bytes.npy  train.bin  meta.json
     DATA_DIR/val/                val.bin  token_bytes.npy  meta.json   (never mounted for training)
+    DATA_DIR/test/               test.bin token_bytes.npy  meta.json   (scored only on request:
+                                 the baseline and each new best; no keep decision reads it)
 
 Every step skips work already done and writes to a temporary name before renaming.
 """
@@ -32,7 +35,10 @@ import torch
 # ---------------------------------------------------------------------------
 
 VOCAB_SIZE = 8192  # tokenizer vocabulary, special tokens included
-VAL_FRACTION = 0.1  # the last 10% of the corpus (by characters) is the val split
+VAL_FRACTION = 0.1  # 10% of the corpus (by characters), before the test split, is the val split
+TEST_FRACTION = 0.05  # the last 5% is the held-out test split
+LAYOUT = 2  # bumped when the splits change: a data dir of another layout is rebuilt
+EVAL_SPLITS = ("val", "test")  # scored by the harness only, never seen by training
 TOKENIZER_MAX_CHARS = 1_000_000_000  # train the tokenizer on at most this much train text
 ENCODE_BATCH_DOCS = 1024  # documents per tokenizer.encode_batch call
 DOWNLOAD_ATTEMPTS = 5
@@ -109,25 +115,26 @@ def read_documents(path):
             yield f.read()
 
 
-def split_documents(paths, val_fraction=VAL_FRACTION):
-    """Yield ("train" | "val", text). The cut sits at the first line start after the
-    (1 - val_fraction) point of the corpus' characters, so it is the same on every run."""
+def split_documents(paths, val_fraction=VAL_FRACTION, test_fraction=TEST_FRACTION):
+    """Yield ("train" | "val" | "test", text). Each cut sits at the first line start after its
+    point of the corpus' characters (train | val | test), so it is the same on every run."""
     total = sum(len(doc) for path in paths for doc in read_documents(path))
-    cut = math.floor(total * (1 - val_fraction))
-    seen = 0
+    cuts = [math.floor(total * (1 - val_fraction - test_fraction)),
+            math.floor(total * (1 - test_fraction))]  # fmt: skip
+    names = ["train", "val", "test"]
+    seen, split = 0, 0
     for path in paths:
         for doc in read_documents(path):
-            if seen + len(doc) <= cut:
-                yield "train", doc
-            elif seen >= cut:
-                yield "val", doc
-            else:  # the document that straddles the cut: split it after a newline
-                newline = doc.find("\n", cut - seen)
+            start = 0
+            while split < len(cuts) and seen + len(doc) > cuts[split]:
+                at = max(cuts[split] - seen, start)
+                newline = doc.find("\n", at)
                 at = len(doc) if newline < 0 else newline + 1
-                if doc[:at]:
-                    yield "train", doc[:at]
-                if doc[at:]:
-                    yield "val", doc[at:]
+                if doc[start:at]:
+                    yield names[split], doc[start:at]
+                start, split = at, split + 1
+            if doc[start:]:
+                yield names[split], doc[start:]
             seen += len(doc)
 
 
@@ -209,32 +216,49 @@ def write_npy(path, array):
     os.replace(path + ".tmp.npy", path)
 
 
-def encode_splits(paths, tokenizer, train_path, val_path):
-    """Tokenize every document (BOS first) into uint16 shards. Returns (counts, val_bytes)."""
+def encode_splits(paths, tokenizer, bin_paths):
+    """Tokenize every document (BOS first) into uint16 shards, one per split in bin_paths.
+    Returns (tokens per split, UTF-8 bytes per split)."""
     bos = tokenizer.token_to_id(BOS_TOKEN)
-    counts, val_bytes = {"train": 0, "val": 0}, 0
+    counts = {split: 0 for split in bin_paths}
+    text_bytes = {split: 0 for split in bin_paths}
     batch = []
-    with open(train_path + ".tmp", "wb") as train_f, open(val_path + ".tmp", "wb") as val_f:
-        files = {"train": train_f, "val": val_f}
+    files = {split: open(path + ".tmp", "wb") for split, path in bin_paths.items()}
 
-        def flush():
-            encodings = tokenizer.encode_batch([text for _, text in batch])
-            for (split, _), encoding in zip(batch, encodings, strict=True):
-                ids = np.array([bos, *encoding.ids], dtype=np.uint16)
-                ids.tofile(files[split])
-                counts[split] += len(ids)
-            batch.clear()
+    def flush():
+        encodings = tokenizer.encode_batch([text for _, text in batch])
+        for (split, _), encoding in zip(batch, encodings, strict=True):
+            ids = np.array([bos, *encoding.ids], dtype=np.uint16)
+            ids.tofile(files[split])
+            counts[split] += len(ids)
+        batch.clear()
 
+    try:
         for split, text in split_documents(paths):
             batch.append((split, text))
-            if split == "val":
-                val_bytes += len(text.encode("utf-8"))
+            text_bytes[split] += len(text.encode("utf-8"))
             if len(batch) >= ENCODE_BATCH_DOCS:
                 flush()
         flush()
-    os.replace(train_path + ".tmp", train_path)
-    os.replace(val_path + ".tmp", val_path)
-    return counts, val_bytes
+    finally:
+        for f in files.values():
+            f.close()
+    for path in bin_paths.values():
+        os.replace(path + ".tmp", path)
+    return counts, text_bytes
+
+
+def clear_other_layout(data_dir):
+    """Remove a data dir's derived files when they were built with other splits (LAYOUT)."""
+    meta = os.path.join(data_dir, "train", "meta.json")
+    if not os.path.exists(meta):
+        return
+    with open(meta) as f:
+        if json.load(f).get("layout") == LAYOUT:
+            return
+    print(f"prepare: {data_dir} has another split layout: rebuilding its tokenizer and shards")
+    for split in ("train", *EVAL_SPLITS):
+        shutil.rmtree(os.path.join(data_dir, split), ignore_errors=True)
 
 
 def prepare(sources, data_dir, vocab_size=VOCAB_SIZE):
@@ -242,17 +266,18 @@ def prepare(sources, data_dir, vocab_size=VOCAB_SIZE):
     from tokenizers import Tokenizer
 
     assert vocab_size <= 2**16, "token shards are uint16"
-    train_dir, val_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "val")
-    tokenizer_path = os.path.join(train_dir, "tokenizer.json")
-    train_meta, val_meta = os.path.join(train_dir, "meta.json"), os.path.join(val_dir, "meta.json")
-    byte_tables = [os.path.join(d, "token_bytes.npy") for d in (train_dir, val_dir)]
-    if os.path.exists(train_meta):
-        with open(train_meta) as f:
+    clear_other_layout(data_dir)
+    dirs = {split: os.path.join(data_dir, split) for split in ("train", *EVAL_SPLITS)}
+    metas = {split: os.path.join(folder, "meta.json") for split, folder in dirs.items()}
+    tokenizer_path = os.path.join(dirs["train"], "tokenizer.json")
+    byte_tables = [os.path.join(folder, "token_bytes.npy") for folder in dirs.values()]
+    if os.path.exists(metas["train"]):
+        with open(metas["train"]) as f:
             prepared = json.load(f)["vocab_size"]
         if prepared != vocab_size:
             raise ValueError(f"{data_dir} has a vocab of {prepared}, not {vocab_size}: use another")
-    os.makedirs(train_dir, exist_ok=True)
-    os.makedirs(val_dir, exist_ok=True)
+    for folder in dirs.values():
+        os.makedirs(folder, exist_ok=True)
     paths, written = fetch_sources(sources, os.path.join(data_dir, "raw"))
 
     if os.path.exists(tokenizer_path):
@@ -261,32 +286,37 @@ def prepare(sources, data_dir, vocab_size=VOCAB_SIZE):
         t0 = time.time()
         train_texts = (text for split, text in split_documents(paths) if split == "train")
         tokenizer = train_tokenizer(capped(train_texts, TOKENIZER_MAX_CHARS), vocab_size)
-        for (
-            path
-        ) in byte_tables:  # the harness counts bytes with val's copy, out of train.py's reach
+        for path in byte_tables:  # the harness counts bytes with val's and test's own copies
             write_npy(path, token_byte_lengths(tokenizer, vocab_size))
         tokenizer.save(tokenizer_path + ".tmp")
         os.replace(tokenizer_path + ".tmp", tokenizer_path)
-        for stale in (train_meta, val_meta):  # shards from another tokenizer are void
+        for stale in metas.values():  # shards from another tokenizer are void
             if os.path.exists(stale):
                 os.remove(stale)
         written += [tokenizer_path, *byte_tables]
         print(f"prepare: trained a BPE tokenizer of {tokenizer.get_vocab_size()} tokens "
               f"in {time.time() - t0:.1f}s")  # fmt: skip
 
-    if not (os.path.exists(train_meta) and os.path.exists(val_meta)):
+    if not all(os.path.exists(meta) for meta in metas.values()):
         t0 = time.time()
-        train_bin, val_bin = os.path.join(train_dir, "train.bin"), os.path.join(val_dir, "val.bin")
-        counts, val_bytes = encode_splits(paths, tokenizer, train_bin, val_bin)
-        val_tokens = np.fromfile(val_bin, dtype=np.uint16)
-        counted = int(np.load(byte_tables[1])[val_tokens].sum(dtype=np.int64))
-        assert counted == val_bytes, f"val tokens count {counted} bytes, its text has {val_bytes}"
-        common = {"vocab_size": vocab_size, "bos_token_id": tokenizer.token_to_id(BOS_TOKEN)}
-        write_json(val_meta, {**common, "num_tokens": counts["val"], "num_bytes": val_bytes})
-        write_json(train_meta, {**common, "num_tokens": counts["train"], "sources": list(sources)})
-        written += [train_bin, val_bin, train_meta, val_meta]
-        print(f"prepare: {counts['train']:,} train and {counts['val']:,} val tokens "
-              f"in {time.time() - t0:.1f}s")  # fmt: skip
+        bins = {split: os.path.join(folder, f"{split}.bin") for split, folder in dirs.items()}
+        counts, text_bytes = encode_splits(paths, tokenizer, bins)
+        common = {"vocab_size": vocab_size, "bos_token_id": tokenizer.token_to_id(BOS_TOKEN),
+                  "layout": LAYOUT}  # fmt: skip
+        for split in EVAL_SPLITS:
+            tokens = np.fromfile(bins[split], dtype=np.uint16)
+            table = np.load(os.path.join(dirs[split], "token_bytes.npy"))
+            counted = int(table[tokens].sum(dtype=np.int64))
+            assert counted == text_bytes[split], (
+                f"{split} tokens count {counted} bytes, its text has {text_bytes[split]}"
+            )
+            write_json(metas[split], {**common, "num_tokens": counts[split],
+                                      "num_bytes": text_bytes[split]})  # fmt: skip
+        write_json(metas["train"], {**common, "num_tokens": counts["train"],
+                                    "sources": list(sources)})  # fmt: skip
+        written += [*bins.values(), *metas.values()]
+        print(f"prepare: {counts['train']:,} train, {counts['val']:,} val and "
+              f"{counts['test']:,} test tokens in {time.time() - t0:.1f}s")  # fmt: skip
 
     if not written:
         print(f"prepare: {data_dir} is already prepared")
@@ -303,10 +333,20 @@ if PROFILE not in SEQ_LEN_BY_PROFILE:
         f"AUTORESEARCH_PROFILE={PROFILE!r}: expected one of {sorted(SEQ_LEN_BY_PROFILE)}"
     )
 MAX_SEQ_LEN = SEQ_LEN_BY_PROFILE[PROFILE]
-TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", "300"))  # seconds of training
 TRAIN_DIR = os.environ.get("AUTORESEARCH_TRAIN_DIR", "/data/train")
 OUTPUT_DIR = os.environ.get("AUTORESEARCH_OUTPUT_DIR", ".")
 DEVICE = os.environ.get("AUTORESEARCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+# The clock and the seed belong to the harness: it passes them in, and it kills the run at the end
+# of its window whatever this process believes. Run by hand, the window starts at import.
+TIME_BUDGET = float(os.environ.get("AUTORESEARCH_TIME_BUDGET", "300"))  # informative only
+DEADLINE = float(os.environ.get("AUTORESEARCH_DEADLINE") or time.time() + TIME_BUDGET)
+SEED = int(os.environ.get("AUTORESEARCH_SEED", "0"))  # orders the data; differs per run when asked
+
+
+def time_left():
+    """Seconds until training must stop (the export allowance comes after that)."""
+    return DEADLINE - time.time()
+
 
 # Dense bf16 tensor-core FLOP/s by device name (no sparsity), for MFU. First match wins.
 GPU_PEAK_BF16_FLOPS = [
@@ -353,10 +393,11 @@ def get_vocab_size():
         return json.load(f)["vocab_size"]
 
 
-def make_dataloader(batch_size, seq_len, device, seed=0):
-    """Endless (inputs, targets) batches of random windows of train.bin (nanoGPT style)."""
+def make_dataloader(batch_size, seq_len, device):
+    """Endless (inputs, targets) batches of random windows of train.bin (nanoGPT style), in the
+    order of the harness's SEED."""
     tokens = np.memmap(os.path.join(TRAIN_DIR, "train.bin"), dtype=np.uint16, mode="r")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(SEED)
     cuda = torch.device(device).type == "cuda"
     while True:
         starts = rng.integers(0, len(tokens) - seq_len - 1, size=batch_size)
@@ -367,9 +408,77 @@ def make_dataloader(batch_size, seq_len, device, seed=0):
         yield batch[:, :-1], batch[:, 1:]
 
 
+# The export the harness evaluates: the forward graph as JSON (ATen operator names and literal
+# arguments, nothing executable) and the tensors it reads as safetensors. The harness runs the graph
+# with its own interpreter, so loading it unpickles nothing and runs no code of this run's.
+GRAPH_FORMAT = "autoresearch-graph/1"
+MODEL_GRAPH, MODEL_WEIGHTS = "model.json", "model.safetensors"
+
+
+def encode_value(value):
+    """A node argument as JSON: node references, literals, dtypes and devices; nothing else."""
+    if isinstance(value, torch.fx.Node):
+        return {"ref": value.name}
+    if isinstance(value, (list, tuple)):
+        return [encode_value(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if isinstance(value, torch.dtype):
+        return {"dtype": str(value).removeprefix("torch.")}
+    if isinstance(value, torch.device):
+        return {"device": value.type}
+    if isinstance(value, torch.layout):
+        return {"layout": str(value).removeprefix("torch.")}
+    if isinstance(value, torch.memory_format):
+        return {"memory_format": str(value).removeprefix("torch.")}
+    raise TypeError(f"cannot export an argument of type {type(value).__name__}: {value!r}")
+
+
+def encode_graph(program):
+    """The exported program's forward as a JSON-ready dict, and the tensors it reads by name."""
+    from torch.export.graph_signature import InputKind, OutputKind
+
+    signature = program.graph_signature
+    if any(spec.kind != OutputKind.USER_OUTPUT for spec in signature.output_specs):
+        raise ValueError("the model mutates a buffer or an input in forward(); export a pure one")
+    tensors, kinds, inputs = {}, {}, []
+    for spec in signature.input_specs:
+        name = spec.arg.name
+        if spec.kind == InputKind.USER_INPUT:
+            inputs.append(name)
+            continue
+        source = program.state_dict if spec.target in program.state_dict else program.constants
+        tensors[name] = source[spec.target].detach().to("cpu").clone().contiguous()
+        kinds[name] = "parameter" if spec.kind == InputKind.PARAMETER else "buffer"
+    nodes = []
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            target = node.target
+            if isinstance(target, torch._ops.OpOverload):
+                op = f"{target.namespace}.{target._schema.name.split('::')[-1]}." + (
+                    target._overloadname
+                )
+            else:
+                op = f"{getattr(target, '__module__', '?')}.{getattr(target, '__name__', target)}"
+            nodes.append({"name": node.name, "op": op, "args": encode_value(node.args),
+                          "kwargs": {k: encode_value(v) for k, v in node.kwargs.items()}})  # fmt: skip
+        elif node.op == "output":
+            output = encode_value(node.args[0])
+        elif node.op != "placeholder":
+            raise ValueError(f"cannot export a graph node of kind {node.op}")
+    graph = {"format": GRAPH_FORMAT, "inputs": inputs, "tensors": kinds, "nodes": nodes,
+             "output": output}  # fmt: skip
+    return graph, tensors
+
+
 def save_model_for_eval(model):
-    """Export forward(idx) -> logits (B, T, vocab) with torch.export, batch dim dynamic.
-    The harness evaluates this file; nothing else of the run is trusted."""
+    """Export forward(idx) -> logits (B, T, vocab) with torch.export (batch dim dynamic) into
+    OUTPUT_DIR/model.json + model.safetensors. The harness evaluates these; nothing else of the
+    run is trusted."""
+    from safetensors.torch import save_file
+
     model = getattr(model, "_orig_mod", model)  # the module under torch.compile
     model.eval()
     device = next(model.parameters()).device
@@ -378,11 +487,13 @@ def save_model_for_eval(model):
         program = torch.export.export(
             model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},)
         )
-    path, tmp = os.path.join(OUTPUT_DIR, "model.pt2"), os.path.join(OUTPUT_DIR, "model.tmp.pt2")
-    torch.export.save(program, tmp)
-    os.replace(tmp, path)
-    print(f"saved the model for evaluation to {path}")
-    return path
+    graph, tensors = encode_graph(program)
+    graph_path, weights_path = (os.path.join(OUTPUT_DIR, n) for n in (MODEL_GRAPH, MODEL_WEIGHTS))
+    save_file(tensors, weights_path + ".tmp")
+    os.replace(weights_path + ".tmp", weights_path)
+    write_json(graph_path, graph)
+    print(f"saved the model for evaluation to {graph_path} and {weights_path}")
+    return graph_path
 
 
 def write_stats(**stats):

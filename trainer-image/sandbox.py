@@ -1,20 +1,25 @@
 """
-Where the harness runs a candidate train.py: a child process that cannot see the val split,
-whose output is streamed and scanned line by line, and which is killed past its wall-time limit.
+Where the harness runs a candidate train.py: a child process that cannot see the val or test
+split, whose output is streamed and scanned line by line, which is killed at the end of its window,
+and of which nothing survives the harness's return.
 
-Sandboxes, strongest first:
-  bwrap  bubblewrap: network, PIDs and IPC unshared, a fresh /tmp, and only the system folders,
-         Python, DATA_DIR/train (read-only) and the artifacts folder (writable) mounted.
-  user   root without bwrap: train.py runs as the unprivileged user `nobody`, and DATA_DIR/val
-         and DATA_DIR/raw become root-only (0700). Weaker: the rest of the disk stays readable.
-  none   no confinement, for containers where the val split is not mounted at all.
+Sandboxes (every one holds the same bar, or the harness refuses to run):
+  bwrap      bubblewrap: network, PIDs, IPC, UTS and (where allowed) users unshared, capabilities
+             dropped, a fresh /tmp, and only the system folders, Python, DATA_DIR/train and the
+             code (read-only) and the artifacts folder (writable) mounted. The sandbox's PID
+             namespace dies with its first process, taking every process the child started.
+  container  in a pod whose training container mounts DATA_DIR/train alone, read-only root
+             filesystem: the harness must be PID 1 of the container's PID namespace, so that the
+             child cannot signal or trace it (the kernel drops signals to a namespace's init from
+             inside it, and the harness makes itself non-dumpable) and, when the child ends, the
+             harness kills every other process in the namespace. Refused anywhere else.
 """
 
 import collections
 import contextlib
+import ctypes
 import glob
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -26,13 +31,14 @@ import time
 import numpy as np
 import torch
 
-SANDBOX_USER = "nobody"  # runs train.py in the user sandbox
 SYSTEM_PATHS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"]  # read-only in bwrap
-PASS_ENV = ["LANG", "LC_ALL", "OMP_NUM_THREADS", "PYTHONPATH", "LD_LIBRARY_PATH"]  # nothing secret
+PASS_ENV = ["LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH",
+            "LD_LIBRARY_PATH"]  # nothing secret  # fmt: skip
 LOG_TAIL_LINES = 60  # lines of the child's output kept for the result
 LOG_MAX_BYTES = 64 << 20  # train.log stops growing here
 SCORE_LINE = re.compile(r"^\s*val_bpb\s*[:=]")  # only the harness may report a score
 NAN_LINE = re.compile(r"^FAIL: .*(nan|inf|diverg)", re.IGNORECASE)  # train.py's fail-fast line
+PR_SET_DUMPABLE = 4
 
 
 class SandboxError(Exception):
@@ -42,47 +48,44 @@ class SandboxError(Exception):
 def bwrap_works():
     if shutil.which("bwrap") is None:
         return False
-    probe = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"]
+    probe = ["bwrap", "--unshare-all", "--cap-drop", "ALL", "--ro-bind", "/", "/", "true"]
     return subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
 
 
-def sandbox_user_can_run_python():
-    """Root, and `nobody` can start this interpreter (every folder on its path searchable)."""
-    if os.geteuid() != 0:
-        return False
-    try:
-        user = pwd.getpwnam(SANDBOX_USER)
-        probe = subprocess.run([sys.executable, "-c", "pass"], capture_output=True, timeout=60,
-                               cwd="/", user=user.pw_uid, group=user.pw_gid, extra_groups=[])  # fmt: skip
-    except (KeyError, OSError):
-        return False
-    return probe.returncode == 0
+def container_problem(data_dir):
+    """Why the container sandbox cannot hold here, or None."""
+    if os.getpid() != 1:
+        return ("the harness is not PID 1 of its own PID namespace (a container's main process), "
+                "so the child could stop its clock or outlive it")  # fmt: skip
+    hidden = [split for split in ("val", "test", "raw") if os.path.exists(os.path.join(data_dir, split))]
+    if hidden:
+        return f"{data_dir} shows {', '.join(hidden)}: mount only the train split for training"
+    return None
 
 
-def resolve_sandbox(choice):
-    """The sandbox to use for --sandbox auto|bwrap|user|none, or SandboxError saying why none."""
+def resolve_sandbox(choice, data_dir):
+    """The sandbox to use for --sandbox auto|bwrap|container, or SandboxError saying why none."""
     if choice in ("auto", "bwrap") and bwrap_works():
         return "bwrap"
     if choice == "bwrap":
         raise SandboxError("--sandbox bwrap: bubblewrap is not installed or cannot make namespaces")
-    if choice in ("auto", "user") and sandbox_user_can_run_python():
-        return "user"
-    if choice == "user":
-        raise SandboxError(
-            f"--sandbox user: the harness must run as root, and the user {SANDBOX_USER!r} must be "
-            f"able to run {sys.executable} (every folder on its path searchable)"
-        )
-    if choice == "none":
-        banner = "=" * 78
-        print(f"{banner}\nharness: WARNING: --sandbox none: train.py runs unconfined and could read"
-              f" the val split.\nharness: WARNING: use it only where the val split is not mounted"
-              f" (a container).\n{banner}")  # fmt: skip
-        return "none"
+    problem = container_problem(data_dir)
+    if choice == "container" and problem:
+        raise SandboxError(f"--sandbox container: {problem}")
+    if choice == "container" or (choice == "auto" and problem is None):
+        return "container"
     raise SandboxError(
-        "no sandbox for train.py: install bubblewrap (apt-get install bubblewrap), or run the "
-        f"harness as root so that train.py runs as the unprivileged user {SANDBOX_USER!r}; pass "
-        "--sandbox none only where the val split is not mounted (a container)"
+        "no sandbox for train.py: install bubblewrap (apt-get install bubblewrap) and allow it to "
+        "make namespaces, or, in a pod, run the harness as the training container's main process "
+        f"with --sandbox container ({problem})"
     )
+
+
+def protect_harness():
+    """Make the harness non-dumpable: a same-user child can then neither ptrace it nor read or
+    write its memory through /proc (relevant where they share a PID namespace: containers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 # ---------------------------------------------------------------------------
@@ -99,7 +102,7 @@ def python_roots():
 
 
 def bwrap_command(data_dir, code_dir, artifacts_dir, device):
-    command = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all",
+    command = ["bwrap", "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL",
                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # fmt: skip
     for path in SYSTEM_PATHS + python_roots():
         command += ["--ro-bind-try", path, path]
@@ -110,42 +113,24 @@ def bwrap_command(data_dir, code_dir, artifacts_dir, device):
     train_dir = os.path.join(data_dir, "train")
     command += ["--ro-bind", train_dir, train_dir, "--ro-bind", code_dir, code_dir]
     command += ["--bind", artifacts_dir, artifacts_dir]
-    for hidden in ("val", "raw"):  # empty, in case DATA_DIR lies under a mounted folder
+    for hidden in ("val", "test", "raw"):  # empty, in case DATA_DIR lies under a mounted folder
         command += ["--tmpfs", os.path.join(data_dir, hidden)]
     return command + ["--chdir", code_dir]
 
 
-def lock_down_for_user(data_dir, code_dir, writable_dirs):
-    """Prepare the user sandbox: val and raw root-only, the child's folders its own, and a
-    check that the user can reach the train split and the code (else the harness is at fault)."""
-    user = pwd.getpwnam(SANDBOX_USER)
-    for hidden in ("val", "raw"):
-        if os.path.isdir(os.path.join(data_dir, hidden)):
-            os.chmod(os.path.join(data_dir, hidden), 0o700)
-    for folder in writable_dirs:
-        os.chown(folder, user.pw_uid, user.pw_gid)
-    train_bin = os.path.join(data_dir, "train", "train.bin")
-    train_py = os.path.join(code_dir, "train.py")
-    probe = f"open({train_bin!r}, 'rb').close(); open({train_py!r}).close()"
-    check = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60, cwd="/",
-                           user=user.pw_uid, group=user.pw_gid, extra_groups=[])  # fmt: skip
-    if check.returncode != 0:
-        raise SandboxError(f"the user {SANDBOX_USER!r} cannot read {train_bin} or {train_py}: "
-                           "make their folders searchable (chmod o+x) and the files readable")  # fmt: skip
-    return user
-
-
-def child_env(profile, time_budget, train_dir, artifacts_dir, device, home):
-    """A clean environment: no credentials of ours, only what train.py needs."""
+def child_env(profile, time_budget, deadline, seed, train_dir, artifacts_dir, device):
+    """An allowlisted environment: no credentials of ours, only what train.py needs."""
     env = {name: os.environ[name] for name in PASS_ENV if name in os.environ}
     env.update(
         PATH=f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
-        HOME=home,
-        TMPDIR=home,
+        HOME="/tmp",
+        TMPDIR="/tmp",
         PYTHONUNBUFFERED="1",
         PYTHONDONTWRITEBYTECODE="1",
         AUTORESEARCH_PROFILE=profile,
         AUTORESEARCH_TIME_BUDGET=str(time_budget),
+        AUTORESEARCH_DEADLINE=f"{deadline:.3f}",
+        AUTORESEARCH_SEED=str(seed),
         AUTORESEARCH_TRAIN_DIR=train_dir,
         AUTORESEARCH_OUTPUT_DIR=artifacts_dir,
         AUTORESEARCH_DEVICE=device,
@@ -168,16 +153,28 @@ def kill_group(proc):
         os.killpg(proc.pid, signal.SIGKILL)  # bwrap's --die-with-parent takes the sandbox down too
 
 
-def run_child(command, env, cwd, log_path, timeout, user=None):
-    """Run the child, stream its output to our stdout and log_path, kill it past timeout seconds
-    or as soon as it prints a score. Returns how it ended, as a JSON-friendly dict."""
+def kill_everything_else():
+    """As PID 1 of a container: SIGKILL every other process of the PID namespace and reap them."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(-1, signal.SIGKILL)
+    until = time.monotonic() + 10
+    while time.monotonic() < until:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
+def run_child(command, env, cwd, log_path, timeout, sandbox_kind):
+    """Run the child, stream its output to our stdout and log_path, kill it (and all it started)
+    past timeout seconds or as soon as it prints a score. Returns how it ended, as a dict."""
     run = dict(returncode=None, timed_out=False, score_line=None, reported_nan=False)
     tail = collections.deque(maxlen=LOG_TAIL_LINES)
-    as_user = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[]) if user else {}
-    t0 = time.time()
+    t0 = time.monotonic()
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
-                            **as_user)  # fmt: skip
+                            stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)  # fmt: skip
 
     def pump():
         written = 0
@@ -205,9 +202,13 @@ def run_child(command, env, cwd, log_path, timeout, user=None):
         run["returncode"] = proc.wait()
     except BaseException:  # Ctrl-C or SIGTERM of the harness: never leave a training run behind
         kill_group(proc)
+        if sandbox_kind == "container":
+            kill_everything_else()
         raise
-    run["wall_seconds"] = time.time() - t0
+    run["training_seconds"] = time.monotonic() - t0
     kill_group(proc)  # whatever it left behind in its process group
+    if sandbox_kind == "container":
+        kill_everything_else()  # and in other sessions: nothing may outlive the window
     reader.join(timeout=30)
     run["log_tail"] = "".join(tail)
     return run

@@ -1,7 +1,8 @@
 """
-Pretrain a small GPT for a fixed time budget. Single device, single file: the one file the
-research agent edits. The harness runs it in a sandbox and measures val_bpb on the exported
-model itself, so this script never sees the val split and never prints a score.
+Pretrain a small GPT until the harness's deadline. Single device, single file: the one file the
+research agent edits. The harness runs it in a sandbox, owns the clock (prepare.time_left()) and
+the data-order seed (prepare.SEED), and measures val_bpb on the exported model itself, so this
+script never sees the val split and never prints a score.
 
     AUTORESEARCH_TRAIN_DIR=/data/train AUTORESEARCH_OUTPUT_DIR=out python train.py
     AUTORESEARCH_PROFILE=tiny ...   # CPU-sized model for tests (see the end of the knobs)
@@ -19,11 +20,12 @@ from prepare import (
     DEVICE,
     MAX_SEQ_LEN,
     PROFILE,
-    TIME_BUDGET,
+    SEED,
     device_peak_flops,
     get_vocab_size,
     make_dataloader,
     save_model_for_eval,
+    time_left,
     write_stats,
 )
 
@@ -51,15 +53,13 @@ WEIGHT_DECAY = 0.1  # decoupled, on the Muon matrices only
 MUON_MOMENTUM = 0.95  # Muon's Nesterov momentum
 ADAM_BETA1 = 0.8  # AdamW beta1
 ADAM_BETA2 = 0.95  # AdamW beta2
-WARMUP_RATIO = 0.0  # fraction of the time budget spent ramping the LR up
-WARMDOWN_RATIO = 0.5  # fraction of the time budget spent ramping the LR down
+WARMUP_RATIO = 0.0  # fraction of the training time spent ramping the LR up
+WARMDOWN_RATIO = 0.5  # fraction of the training time spent ramping the LR down
 FINAL_LR_FRAC = 0.0  # LR at the end, as a fraction of the peak
 GRAD_CLIP = 1.0  # max global grad norm (0 disables)
 
 # Run
-STARTUP_EXCLUDE_STEPS = 10  # first steps (compile, warm-up) do not count towards the time budget
 LOG_EVERY = 10  # print a progress line every this many steps
-SEED = 42  # torch and dataloader seed
 
 if PROFILE == "tiny":  # CPU-sized run for tests: shrink the size knobs, keep optimization knobs
     DEPTH = max(1, DEPTH // 4)
@@ -203,7 +203,7 @@ class Muon(torch.optim.Optimizer):
 
 
 def lr_multiplier(progress):
-    """Warm up, hold, then warm down linearly to FINAL_LR_FRAC, over the time budget."""
+    """Warm up, hold, then warm down linearly to FINAL_LR_FRAC, over the training time."""
     if progress < WARMUP_RATIO:
         return progress / WARMUP_RATIO
     if progress < 1.0 - WARMDOWN_RATIO:
@@ -255,29 +255,28 @@ for opt in optimizers:
         group["initial_lr"] = group["lr"]
 
 train_model = torch.compile(model) if cuda else model
-loader = make_dataloader(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, device, seed=SEED)
+loader = make_dataloader(DEVICE_BATCH_SIZE, MAX_SEQ_LEN, device)  # in the harness's seed order
 x, y = next(loader)
 
 print(f"profile {PROFILE} | device {device} | params {num_params / 1e6:.2f}M | depth {DEPTH}"
       f" | width {width} | heads {n_head} | seq {MAX_SEQ_LEN} | tokens/step {tokens_per_step}"
-      f" | grad accum {grad_accum_steps} | budget {TIME_BUDGET:.0f}s")  # fmt: skip
+      f" | grad accum {grad_accum_steps} | seed {SEED} | {time_left():.0f}s to train")  # fmt: skip
 
 # ---------------------------------------------------------------------------
-# Training loop: stop when the training time (after warm-up steps) reaches the budget
+# Training loop: from now until the harness's deadline (the first steps also compile)
 # ---------------------------------------------------------------------------
 
-step = 0
-training_time = 0.0
+train_start = time.time()
+train_seconds = max(time_left(), 1e-3)  # the LR schedule spans all of it
+step, first_step_seconds = 0, None
 while True:
-    if cuda:
-        torch.cuda.synchronize()
     t0 = time.time()
     for _ in range(grad_accum_steps):
         with autocast:
             loss = train_model(x, y)
         (loss / grad_accum_steps).backward()
         x, y = next(loader)  # fetch the next batch while the GPU works
-    progress = min(training_time / TIME_BUDGET, 1.0)
+    progress = min((t0 - train_start) / train_seconds, 1.0)
     lrm = lr_multiplier(progress)
     for opt in optimizers:
         for group in opt.param_groups:
@@ -293,33 +292,31 @@ while True:
         print(f"FAIL: loss diverged (nan/inf or > 100) at step {step}: {loss_value}")
         sys.exit(1)
     dt = time.time() - t0
-    if step >= STARTUP_EXCLUDE_STEPS:
-        training_time += dt
+    first_step_seconds = first_step_seconds or time.time() - t_start  # import, build, compile
     step += 1
     if step % LOG_EVERY == 0 or step == 1:
         print(
             f"step {step:05d} | loss {loss_value:.4f} | lr {MATRIX_LR * lrm:.1e} | dt {dt * 1000:.0f}ms"
-            f" | tok/s {tokens_per_step / dt:.0f} | elapsed {training_time:.1f}s/{TIME_BUDGET:.0f}s"
+            f" | tok/s {tokens_per_step / dt:.0f} | left {max(time_left(), 0):.1f}s"
         )
-    if step > STARTUP_EXCLUDE_STEPS and training_time >= TIME_BUDGET:
+    if time_left() <= 0:
         break
 
 # ---------------------------------------------------------------------------
 # Export for the harness, and the run's stats
 # ---------------------------------------------------------------------------
 
-timed_tokens = tokens_per_step * (step - STARTUP_EXCLUDE_STEPS)  # the warm-up steps are not timed
-tokens_per_second = timed_tokens / training_time
+training_time = time.time() - train_start
+tokens_per_second = step * tokens_per_step / training_time
 peak_flops = device_peak_flops(device)
 mfu = 100 * fpt * tokens_per_second / peak_flops if peak_flops else None
 save_model_for_eval(model)
-write_stats(
-    training_seconds=training_time,
+write_stats(  # informative claims: the harness reports them as such and measures time itself
     num_steps=step,
     total_tokens=step * tokens_per_step,
     tokens_per_second=tokens_per_second,
     peak_vram_mb=torch.cuda.max_memory_allocated() / 1024**2 if cuda else None,
     mfu_percent=mfu,
-    num_params=num_params,
+    first_step_seconds=first_step_seconds,
 )
 print(f"done: {step} steps, {training_time:.1f}s of training, {time.time() - t_start:.1f}s in all")
