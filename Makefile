@@ -10,7 +10,7 @@ CORPUS ?= $(SHARED)/data/tinyshakespeare.txt
 RUNS ?= runs
 EXAMPLE ?= program-examples/baseline/org.yaml
 
-.PHONY: help venv sandbox-tools prometheus run test test-fast lint bench bench-operator bench-scale e2e docs image clean
+.PHONY: help venv sandbox-tools prometheus run test test-fast lint bench gpu-check bench-operator bench-scale e2e docs image clean
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -64,9 +64,13 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator tests trainer-image hack benchmarks
 	$(VENV)/bin/mypy
 
-bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer throughput
+bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer throughput (gpu_check.py, tiny, CPU)
 	$(PY) benchmarks/duty_cycle.py --corpus $(CORPUS)
-	$(PY) benchmarks/trainer_throughput.py --corpus $(CORPUS)
+	$(PY) benchmarks/gpu_check.py --corpus $(CORPUS) --profile tiny --time-budget 30 --device cpu --report $(RUNS)/trainer-throughput.json
+
+# With PY=python3 (a GPU machine's own torch, no network) it neither builds .venv nor installs bwrap.
+gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),venv sandbox-tools) ## The GPU path in one run: full profile, 300 s, cuda; tokens/s, MFU, val/test bpb, duty -> runs/gpu-check.json
+	$(PY) benchmarks/gpu_check.py --corpus $(CORPUS) --profile full --time-budget 300 --device cuda $(GPU_CHECK_ARGS)
 
 e2e: venv sandbox-tools prometheus ## Bring the test cluster up, install the CRD, run the operator and its end-to-end tests
 	$(VENV)/bin/pytest tests/cluster tests/operator -m cluster
