@@ -85,7 +85,6 @@ def _apply_overrides(org: Org, args: argparse.Namespace) -> Org:
             for k, v in {
                 "profile": args.profile or ("tiny" if args.quick else None),
                 "timeBudgetSeconds": args.time_budget or (15 if args.quick else None),
-                "graceSeconds": 60 if args.quick and spec.trainer.graceSeconds is None else None,
             }.items()
             if v is not None
         }
@@ -219,14 +218,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def print_comparison(summaries: list[report.OrgSummary], title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for col in ("org", "proposer", "best", "baseline", "Δ", "experiments", "kept", "discarded",
-                "crashed", "keep rate", "train time", "LLM tokens"):  # fmt: skip
+    for col in ("org", "proposer", "best", "best test_bpb", "baseline", "Δ", "experiments",
+                "kept", "discarded", "crashed", "keep rate", "GPU time", "LLM tokens"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("org", "proposer") else "right")
     for s in sorted(summaries, key=lambda s: (s.best is None, s.best or 0.0)):
         table.add_row(
-            s.org, s.proposer, _fmt(s.best), _fmt(s.baseline), _fmt(s.improvement, "+.4f"),
-            str(s.experiments), str(s.kept), str(s.discarded), str(s.crashed),
-            _fmt(s.keep_rate, ".0%"), f"{s.training_seconds / 60:.1f} min", str(s.llm_tokens),
+            s.org, s.proposer, _fmt(s.best), _fmt(s.best_test), _fmt(s.baseline),
+            _fmt(s.improvement, "+.4f"), str(s.experiments), str(s.kept), str(s.discarded),
+            str(s.crashed), _fmt(s.keep_rate, ".0%"), f"{s.gpu_seconds / 60:.1f} min",
+            str(s.llm_tokens),
         )  # fmt: skip
     console.print(table)
 
@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--proposer", choices=["auto", "org", "openai", "mutate"], default="org",
                    help="auto: openai when the API key is set, else mutate (default: as the org says)")  # fmt: skip
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "user", "none"])
+    r.add_argument("--sandbox", default="auto", choices=["auto", "bwrap"],
+                   help="how the harness isolates train.py (auto: the strongest available)")  # fmt: skip
     r.set_defaults(func=cmd_run)
 
     pr = sub.add_parser("prepare", help="tokenize a corpus into the workdir (idempotent)")

@@ -74,7 +74,8 @@ def summary_from_org(org: dict[str, Any], label: str) -> OrgSummary:
         crashed=int(counts.get("crashed", 0)),
         baseline=(status.get("baseline") or {}).get("valBpb"),
         best=(status.get("best") or {}).get("valBpb"),
-        training_seconds=float(status.get("gpuSeconds") or 0.0),
+        best_test=(status.get("best") or {}).get("testBpb"),
+        gpu_seconds=float(status.get("gpuSeconds") or 0.0),
         llm_tokens=int(status.get("llmTokens") or 0),
     )
 
@@ -102,6 +103,7 @@ def records_from_status(status: dict[str, Any]) -> list[ExperimentRecord]:
                 result=TrainResult(
                     status="crash" if item["outcome"] == "crash" else "ok",
                     val_bpb=item.get("valBpb"),
+                    test_bpb=item.get("testBpb"),
                     training_seconds=item.get("trainingSeconds"),
                 ),
                 finished_at=_timestamp(item.get("finishedAt")),
@@ -119,6 +121,9 @@ def records_from_status(status: dict[str, Any]) -> list[ExperimentRecord]:
                     outcome=Outcome.KEEP,
                     commit=point.get("commit"),
                     val_bpb=point.get("valBpb"),
+                    result=TrainResult(
+                        status="ok", val_bpb=point.get("valBpb"), test_bpb=point.get("testBpb")
+                    ),
                 )
             )
     return sorted(records, key=lambda r: r.experiment)

@@ -92,6 +92,11 @@ def _result(description: str) -> dict[str, Any]:
     return _obj(
         description,
         valBpb=_t("number", "Validation bits per byte (lower is better)."),
+        testBpb=_t(
+            "number",
+            "Bits per byte on the held-out test split, which no keep decision reads: the "
+            "harness scores it for the baseline and for every candidate that could be kept.",
+        ),
         commit=_t("string", "The git commit of the candidate train.py."),
         experiment=_t("integer", "Experiment number (0 is the unmodified baseline)."),
     )
@@ -109,8 +114,13 @@ def status_schema() -> dict[str, Any]:
         ),
         detail=_t("string", "One sentence on why it crashed."),
         valBpb=_t("number", "val_bpb of this experiment."),
+        testBpb=_t(
+            "number", "test_bpb on the held-out split; only for runs scored on it (kept ones)."
+        ),
         **{"description": _t("string", "The hypothesis (commit message).")},
-        trainingSeconds=_t("number", "Training time used."),
+        trainingSeconds=_t(
+            "number", "Wall seconds the training child ran, as the harness measured them."
+        ),
         finishedAt=_t("string", "When it was recorded (RFC 3339).", format="date-time"),
     )
     return _obj(
@@ -133,7 +143,11 @@ def status_schema() -> dict[str, Any]:
             crashed=_t("integer", "Crashed, including rejected proposals."),
             running=_t("integer", "Running now."),
         ),
-        gpuSeconds=_t("number", "Training seconds used, summed over experiments."),
+        gpuSeconds=_t(
+            "number",
+            "GPU seconds charged to budget.maxGPUHours: the harness's wall time of every run "
+            "(crashes and timeouts included), summed.",
+        ),
         gpuHours=_t("number", "gpuSeconds in hours, for the printer column."),
         llmTokens=_t("integer", "LLM tokens used by the proposer."),
         lastExperiment=experiment,
@@ -170,6 +184,12 @@ PRINTER_COLUMNS = [
         "type": "number",
         "jsonPath": ".status.best.valBpb",
         "description": "Best val_bpb",
+    },
+    {
+        "name": "Best-Test",
+        "type": "number",
+        "jsonPath": ".status.best.testBpb",
+        "description": "The best's test_bpb on the held-out split",
     },
     {"name": "Baseline", "type": "number", "jsonPath": ".status.baseline.valBpb"},
     {"name": "Experiments", "type": "integer", "jsonPath": ".status.counts.total"},

@@ -24,7 +24,8 @@ class LiveDisplay:
         self.console = console
         self.org = org
         self.total = org.spec.budget.maxExperiments
-        self.budget = org.spec.trainer.timeBudgetSeconds
+        trainer = org.spec.trainer  # the child trains until start-up + budget, then exports
+        self.budget = trainer.startup_seconds + trainer.timeBudgetSeconds
         self.best: float | None = None
         self.status = Text("")
         self.bars = Progress(
@@ -79,10 +80,12 @@ class LiveDisplay:
             self.experiments, completed=rec.experiment + 1, info=f"best val_bpb {self._best()}"
         )
         bpb = "-" if rec.val_bpb is None else f"{rec.val_bpb:.4f}"
+        test = rec.result.test_bpb if rec.result else None
+        held_out = "" if test is None else f" (test {test:.4f})"
         why = f" ({rec.reason}: {rec.detail})" if rec.outcome is Outcome.CRASH else ""
         colour = _COLOURS[rec.outcome]
         self.console.print(
-            f"[{org}] #{rec.experiment:<3} [{colour}]{rec.outcome.value:<7}[/] val_bpb {bpb}  "
+            f"[{org}] #{rec.experiment:<3} [{colour}]{rec.outcome.value:<7}[/] val_bpb {bpb}{held_out}  "
             f"best {self._best()}  {rec.description}{why}",
             highlight=False,
         )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .harness_cli import harness_args
 from .records import CrashReason, TrainResult
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +34,10 @@ class ExperimentJob:
     commit: str
     train_py: str
     time_budget: int
-    grace: int
+    startup_seconds: int
     profile: str
+    seed: int = 0  # the data-order seed the harness passes to train.py
+    test_if_val_below: float | None = None  # score the test split too when val_bpb is below
 
 
 @dataclass
@@ -118,16 +121,22 @@ class LocalExecutor:
         train_py = out / "train.py"
         train_py.write_text(job.train_py)
         cmd = [
-            sys.executable, "-u", str(TRAINER_DIR / "harness.py"),
-            "--train-py", str(train_py),
-            "--data-dir", str(self.data_dir),
-            "--output-dir", str(out),
-            "--time-budget", str(job.time_budget),
-            "--grace", str(job.grace),
-            "--profile", job.profile,
-            "--sandbox", self.sandbox,
-            "--device", self.device,
-        ]  # fmt: skip
+            sys.executable,
+            "-u",
+            str(TRAINER_DIR / "harness.py"),
+            *harness_args(
+                train_py=str(train_py),
+                data_dir=str(self.data_dir),
+                output_dir=str(out),
+                profile=job.profile,
+                time_budget=job.time_budget,
+                startup_seconds=job.startup_seconds,
+                seed=job.seed,
+                sandbox=self.sandbox,
+                device=self.device,
+                test_if_val_below=job.test_if_val_below,
+            ),
+        ]
         gpu = self._free_gpus.get() if self.gpus else None  # blocks until a GPU is free
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if gpu is not None:
@@ -174,8 +183,8 @@ class LocalExecutor:
                     on_progress(progress)
             rc = proc.wait()
             self._live.discard(proc)
-        if not self.keep_model:
-            (out / "model.pt2").unlink(missing_ok=True)
+        if not self.keep_model:  # the exported weights; the rest of verdict/ is small
+            (out / "verdict" / "model.safetensors").unlink(missing_ok=True)
         result_path = out / "result.json"
         if not result_path.exists():
             return TrainResult(

@@ -28,6 +28,7 @@ from .records import (
     ProposalContext,
     ProposalRejected,
     TokenUsage,
+    gpu_seconds,
 )
 from .spec import Org
 
@@ -99,7 +100,7 @@ class OrgState:
 
     @property
     def gpu_seconds(self) -> float:
-        return sum((r.result.training_seconds or 0.0) for r in self.records if r.result)
+        return gpu_seconds(self.records)
 
     @property
     def llm_tokens(self) -> int:
@@ -109,13 +110,13 @@ class OrgState:
 def budget_exhausted(org: Org, state: OrgState) -> str | None:
     """Why the org must not schedule another experiment, or None while budget remains.
 
-    Running experiments count as if they used their whole time budget, so parallel experiments
-    never overshoot maxGPUHours.
+    Running experiments count as if they used their whole window (start-up + budget + export),
+    so parallel experiments do not overshoot maxGPUHours by more than their evaluations.
     """
     budget = org.spec.budget
     if state.scheduled >= budget.maxExperiments:
         return f"ran {budget.maxExperiments} experiments (budget.maxExperiments)"
-    committed = state.gpu_seconds + len(state.running) * org.spec.trainer.timeBudgetSeconds
+    committed = state.gpu_seconds + len(state.running) * org.spec.trainer.window_seconds
     if budget.maxGPUHours is not None and committed >= budget.maxGPUHours * 3600:
         return f"used {state.gpu_seconds / 3600:.2f} GPU-hours (budget.maxGPUHours)"
     if budget.maxLLMTokens is not None and state.llm_tokens >= budget.maxLLMTokens:
@@ -237,7 +238,8 @@ class ResearchLoop:
                     if n in state.unrecorded:
                         state.unrecorded.remove(n)
                     state.running.add(n)
-                    in_flight[trainers.submit(self._train, state, n, *candidate)] = n
+                    threshold = self._test_threshold(state, n)
+                    in_flight[trainers.submit(self._train, n, threshold, *candidate)] = n
                     # LLM latency hides behind training: the next proposal is prepared now.
                     prefetched = self._prefetch(state, state.next_experiment)
                 if not in_flight:
@@ -307,8 +309,22 @@ class ResearchLoop:
         commit = self.repo.commit_candidate(org, n, parent, train_py, proposal.description)
         return commit, parent, proposal.description, proposal.usage
 
+    def _test_threshold(self, state: OrgState, n: int) -> float:
+        """Below which val_bpb the harness also scores the held-out test split: always for the
+        baseline; for a candidate, the score that would beat the best at its launch. The best
+        only falls, so every candidate kept later was scored on test, and no discard needs to."""
+        if n == 0 or state.best_val_bpb is None:
+            return math.inf
+        return state.best_val_bpb - self.org.spec.keepPolicy.minImprovement
+
     def _train(
-        self, state: OrgState, n: int, commit: str, parent: str, description: str, usage: TokenUsage
+        self,
+        n: int,
+        test_if_val_below: float,
+        commit: str,
+        parent: str,
+        description: str,
+        usage: TokenUsage,
     ) -> ExperimentRecord:
         """Runs in a trainer thread; the decision waits for _decide, against the best at the end."""
         org, trainer = self.org.name, self.org.spec.trainer
@@ -320,8 +336,10 @@ class ResearchLoop:
             commit=commit,
             train_py=self.repo.read_train_py(commit),
             time_budget=trainer.timeBudgetSeconds,
-            grace=trainer.grace_seconds,
+            startup_seconds=trainer.startup_seconds,
             profile=trainer.profile,
+            seed=0,  # one data order for every run until re-runs ask for fresh seeds
+            test_if_val_below=test_if_val_below,
         )
         result = self.executor.run(job, lambda p: self.observer.progress(org, p))
         finite = result.val_bpb is not None and math.isfinite(result.val_bpb)

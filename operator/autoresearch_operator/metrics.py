@@ -25,8 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from .k8s.status import PHASES, baseline_record, best_record
-from .records import ExperimentRecord, Outcome
+from .k8s.status import PHASES
+from .records import ExperimentRecord, Outcome, baseline_record, best_record
 
 NO_REASON = "none"  # the reason label of kept and discarded experiments
 _DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400)
@@ -41,6 +41,10 @@ class OperatorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.best = Gauge("autoresearch_best_val_bpb", "Best kept val_bpb.", ORG, registry=r)
+        self.best_test = Gauge(
+            "autoresearch_best_test_bpb", "test_bpb (held-out split) of the best kept experiment.",
+            ORG, registry=r,
+        )  # fmt: skip
         self.baseline = Gauge(
             "autoresearch_baseline_val_bpb", "val_bpb of the unmodified train.py.", ORG, registry=r
         )
@@ -58,7 +62,8 @@ class OperatorMetrics:
             ORG, buckets=_DURATION_BUCKETS, registry=r,
         )  # fmt: skip
         self.gpu_seconds = Counter(
-            "autoresearch_gpu_seconds", "Training seconds used (status.gpuSeconds).", ORG,
+            "autoresearch_gpu_seconds",
+            "GPU seconds used: the harness's wall time of every run (status.gpuSeconds).", ORG,
             registry=r,
         )  # fmt: skip
         self.llm_tokens = Counter(
@@ -93,8 +98,8 @@ class OperatorMetrics:
             reason = (rec.reason or NO_REASON) if rec.outcome is Outcome.CRASH else NO_REASON
             self._outcome_labels.setdefault(key, set()).add((rec.outcome.value, reason))
             self.experiments.labels(namespace, org, rec.outcome.value, reason).inc()
-            if rec.result and rec.result.training_seconds:
-                self.gpu_seconds.labels(namespace, org).inc(rec.result.training_seconds)
+            if rec.result and rec.result.gpu_seconds:
+                self.gpu_seconds.labels(namespace, org).inc(rec.result.gpu_seconds)
             self.llm_tokens.labels(namespace, org).inc(rec.usage.total)
             if rec.commit and rec.started_at is not None and rec.finished_at is not None:
                 self.duration.labels(namespace, org).observe(rec.finished_at - rec.started_at)
@@ -102,6 +107,12 @@ class OperatorMetrics:
             best, baseline = best_record(records), baseline_record(records)
             if best is not None and best.val_bpb is not None:
                 self.best.labels(namespace, org).set(best.val_bpb)
+            best_test = best.result.test_bpb if best is not None and best.result else None
+            if best_test is not None:
+                self.best_test.labels(namespace, org).set(best_test)
+            else:  # a new best without a test score must not show the old best's
+                with contextlib.suppress(KeyError):
+                    self.best_test.remove(namespace, org)
             if baseline is not None and baseline.val_bpb is not None:
                 self.baseline.labels(namespace, org).set(baseline.val_bpb)
             scored = [r for r in records if r.val_bpb is not None]
@@ -131,8 +142,9 @@ class OperatorMetrics:
             self._seen.pop(key, None)
             for outcome, reason in self._outcome_labels.pop(key, set()):
                 self.experiments.remove(namespace, org, outcome, reason)
-            for metric in (self.best, self.baseline, self.last, self.duration, self.gpu_seconds,
-                           self.llm_tokens, self.proposal_latency, self.running):  # fmt: skip
+            for metric in (self.best, self.best_test, self.baseline, self.last, self.duration,
+                           self.gpu_seconds, self.llm_tokens, self.proposal_latency,
+                           self.running):  # fmt: skip
                 with contextlib.suppress(KeyError):
                     metric.remove(namespace, org)
             for p in PHASES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ class Outcome(enum.StrEnum):
 class CrashReason(enum.StrEnum):
     EXCEPTION = "exception"  # train.py exited non-zero
     NAN = "nan"  # loss went NaN/inf or diverged
-    TIMEOUT = "timeout"  # ran past time budget + grace and was killed
+    TIMEOUT = "timeout"  # never exported within its window (start-up + budget + export): killed
     REJECTED_BY_HARNESS = "rejected-by-harness"  # cheating: peeked ahead, printed a score, ...
     INVALID_PROPOSAL = "invalid-proposal"  # the proposer's candidate never reached training
     INFRASTRUCTURE = "infrastructure"  # the executor itself failed (pod evicted, ...)
@@ -45,20 +46,38 @@ class TokenUsage:
 
 @dataclass
 class TrainResult:
-    """What the trusted harness measured. Mirrors trainer-image/harness.py's result JSON."""
+    """What the trusted harness measured. Mirrors trainer-image/harness.py's result JSON.
+
+    The harness's own measurements: the scores, the clock (training_seconds, total_seconds), the
+    window it gave the run, the seed and num_params_M. The training child's figures about itself
+    (steps, tokens, tokens/s, MFU, VRAM) are its claims, named in `claimed`.
+    """
 
     status: str  # "ok" or "crash"
     reason: str | None = None  # a CrashReason value when status == "crash"
     detail: str | None = None  # one human sentence on why, for crashes
     val_bpb: float | None = None
-    training_seconds: float | None = None
-    total_seconds: float | None = None
+    test_bpb: float | None = None  # the held-out split, scored only when the loop asked
+    training_seconds: float | None = None  # the child's wall time, crashes and timeouts included
+    total_seconds: float | None = None  # the harness's whole run, evaluation included
+    startup_seconds: float | None = None  # the window this run was given ...
+    time_budget: float | None = None
+    export_seconds: float | None = None  # ... start-up + budget + export
+    seed: int | None = None  # the data-order seed the harness passed
     peak_vram_mb: float | None = None
     mfu_percent: float | None = None
     total_tokens_M: float | None = None
+    tokens_per_second: float | None = None
     num_steps: int | None = None
     num_params_M: float | None = None
+    claimed: list[str] = field(default_factory=list)  # fields above that the child reported
     log_tail: str = ""
+
+    @property
+    def gpu_seconds(self) -> float:
+        """What this run charges to budget.maxGPUHours: the harness's whole wall time, for
+        every run, crashes and timeouts included."""
+        return self.total_seconds or self.training_seconds or 0.0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainResult:
@@ -121,6 +140,26 @@ class ExperimentRecord:
             data["result"] = TrainResult.from_json(data["result"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def best_record(records: Iterable[ExperimentRecord]) -> ExperimentRecord | None:
+    """The branch head: every keep beat the best before it, so the lowest kept val_bpb wins.
+
+    Not simply the last keep: with parallel experiments the journal is ordered by experiment
+    number, which is not the order in which they were decided.
+    """
+    kept = [r for r in records if r.outcome is Outcome.KEEP and r.val_bpb is not None]
+    return min(kept, key=lambda r: (r.val_bpb, -r.experiment), default=None)
+
+
+def baseline_record(records: Iterable[ExperimentRecord]) -> ExperimentRecord | None:
+    return next((r for r in records if r.experiment == 0 and r.outcome is not Outcome.CRASH), None)
+
+
+def gpu_seconds(records: Iterable[ExperimentRecord]) -> float:
+    """GPU seconds used by these experiments: the one sum that budget.maxGPUHours, the status,
+    the metrics and the comparison table all show."""
+    return sum(r.result.gpu_seconds for r in records if r.result)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .journal import Journal
-from .records import ExperimentRecord, Outcome
+from .records import ExperimentRecord, Outcome, best_record, gpu_seconds
 
 
 @dataclass
@@ -19,7 +19,8 @@ class OrgSummary:
     crashed: int
     baseline: float | None
     best: float | None
-    training_seconds: float
+    best_test: float | None  # the best's score on the held-out test split
+    gpu_seconds: float
     llm_tokens: int
 
     @property
@@ -39,7 +40,7 @@ def summarize(org: str, records: list[ExperimentRecord]) -> OrgSummary:
     baseline = next(
         (r.val_bpb for r in records if r.experiment == 0 and r.outcome is Outcome.KEEP), None
     )
-    kept = [r.val_bpb for r in records if r.outcome is Outcome.KEEP and r.val_bpb is not None]
+    best = best_record(records)
     proposers = sorted({r.proposer for r in records if r.proposer and r.proposer != "baseline"})
     return OrgSummary(
         org=org,
@@ -49,8 +50,9 @@ def summarize(org: str, records: list[ExperimentRecord]) -> OrgSummary:
         discarded=count[Outcome.DISCARD],
         crashed=count[Outcome.CRASH],
         baseline=baseline,
-        best=min(kept) if kept else None,
-        training_seconds=sum((r.result.training_seconds or 0.0) for r in records if r.result),
+        best=best.val_bpb if best else None,
+        best_test=best.result.test_bpb if best and best.result else None,
+        gpu_seconds=gpu_seconds(records),
         llm_tokens=sum(r.usage.total for r in records),
     )
 
@@ -71,7 +73,8 @@ def plot_progress(
     output: Path,
     titles: dict[str, str] | None = None,
 ) -> Path:
-    """val_bpb per experiment, the running best as a step line, kept experiments labelled.
+    """val_bpb per experiment, the running best as a step line, kept experiments labelled, and
+    beside each kept one (the baseline included) its test_bpb on the held-out split, hollow.
 
     `titles` replaces an org's panel title (e.g. to say that only a recent window is shown)."""
     import matplotlib
@@ -104,6 +107,17 @@ def plot_progress(
             label="kept",
             zorder=3,
         )
+        tested = [r for r in kept if r.result is not None and r.result.test_bpb is not None]
+        if tested:
+            ax.scatter(
+                [r.experiment for r in tested],
+                [r.result.test_bpb for r in tested if r.result],
+                facecolors="none",
+                edgecolors="#1b6b40",
+                s=36,
+                label="test_bpb (held out)",
+                zorder=3,
+            )
         xs, ys = [], []
         best = None
         for r in recs:
@@ -131,7 +145,7 @@ def plot_progress(
         ax.set_title((titles or {}).get(org) or f"{org}: {len(recs)} experiments, {len(kept)} kept")
         ax.set_xlabel("experiment")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("val_bpb (lower is better)")
+        ax.set_ylabel("bits per byte (lower is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()

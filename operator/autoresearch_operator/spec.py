@@ -18,6 +18,10 @@ API_VERSION = "v1alpha1"
 KIND = "ResearchOrg"
 PROGRAM_FILE_ANNOTATION = f"{API_GROUP}/program-file"  # local runs: where programRef's text lives
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# The harness's fixed allowances (trainer-image/harness.py owns them; a test keeps these equal).
+EXPORT_SECONDS = {"full": 45, "tiny": 15}  # after start-up + budget: save the weights
+EVALUATION_SECONDS = {"full": 600, "tiny": 120}  # the harness's own scoring, after the child
+STARTUP_SECONDS = {"full": 120, "tiny": 10}  # trainer.startupSeconds when unset
 
 
 class OrgSpecError(ValueError):
@@ -46,11 +50,18 @@ class TrainerSpec(_Model):
     timeBudgetSeconds: int = Field(
         default=300, ge=1, le=86400, description="Training time per experiment, in seconds."
     )
-    graceSeconds: int | None = Field(
+    startupSeconds: int | None = Field(
         default=None,
         ge=0,
         le=3600,
-        description="Extra wall time for start-up, compile and evaluation before a run is killed.",
+        description=(
+            "Start-up allowance, in seconds, for imports, torch.compile and warm-up before the "
+            "time budget. Part of the identical window every candidate gets: the harness starts "
+            "the training child, lets it run startupSeconds + timeBudgetSeconds, then a fixed "
+            "export allowance (45 s full, 15 s tiny), and kills it there; a run that has not "
+            "exported by then is a timeout crash. Nothing in train.py can move this deadline. "
+            "Default by profile: full 120, tiny 10."
+        ),
     )
     profile: Literal["full", "tiny"] = Field(
         default="full",
@@ -73,10 +84,20 @@ class TrainerSpec(_Model):
     )
 
     @property
-    def grace_seconds(self) -> int:
-        if self.graceSeconds is not None:
-            return self.graceSeconds
-        return 60 + self.timeBudgetSeconds // 5
+    def startup_seconds(self) -> int:
+        if self.startupSeconds is not None:
+            return self.startupSeconds
+        return STARTUP_SECONDS[self.profile]
+
+    @property
+    def window_seconds(self) -> int:
+        """Wall seconds the harness lets the training child run before it kills it."""
+        return self.startup_seconds + self.timeBudgetSeconds + EXPORT_SECONDS[self.profile]
+
+    @property
+    def harness_deadline_seconds(self) -> int:
+        """The harness's whole wall time at most: the window, then the evaluation's limit."""
+        return self.window_seconds + EVALUATION_SECONDS[self.profile]
 
 
 class ProposerSpec(_Model):
@@ -114,7 +135,13 @@ class BudgetSpec(_Model):
         default=20, ge=1, le=100000, description="Experiments to run, baseline included."
     )
     maxGPUHours: float | None = Field(
-        default=None, gt=0, description="Stop after this much training time."
+        default=None,
+        gt=0,
+        description=(
+            "Stop after this many GPU-hours. Each experiment is charged the harness's own "
+            "measurement of its whole run (start-up, training, export and evaluation), crashes "
+            "and timeouts included."
+        ),
     )
     maxLLMTokens: int | None = Field(
         default=None, gt=0, description="Stop after this many LLM tokens."

@@ -1,3 +1,5 @@
+import math
+
 from autoresearch_operator.k8s.builders import (
     LABEL_EXPERIMENT,
     LABEL_ORG,
@@ -6,7 +8,7 @@ from autoresearch_operator.k8s.builders import (
     experiment_job,
     experiment_job_name,
 )
-from autoresearch_operator.spec import org_from_resource
+from autoresearch_operator.spec import EVALUATION_SECONDS, EXPORT_SECONDS, org_from_resource
 
 BODY = {
     "apiVersion": "autoresearch.dev/v1alpha1",
@@ -17,10 +19,20 @@ BODY = {
 }  # fmt: skip
 
 
-def job(n: int = 7):
+def job(n: int = 7, **extra):
     return experiment_job(
-        org_from_resource(BODY), BODY, n, "a" * 40, data_claim="autoresearch-data"
+        org_from_resource(BODY), BODY, n, "a" * 40, data_claim="autoresearch-data", **extra
     )
+
+
+def containers(j: dict) -> tuple[dict, dict]:
+    pod = j["spec"]["template"]["spec"]
+    [train], [evaluate] = pod["initContainers"], pod["containers"]
+    return train, evaluate
+
+
+def flag(command: list[str], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
 
 
 def test_job_name_is_deterministic_and_a_valid_label_for_long_org_names():
@@ -41,20 +53,63 @@ def test_job_is_owned_labelled_and_bounded_in_time():
     assert meta["labels"][LABEL_ORG] == "explorer" and meta["labels"][LABEL_EXPERIMENT] == "7"
     assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert spec["backoffLimit"] == 0
-    # the harness kills at budget + grace; the Job allows evaluation and start-up on top
-    assert spec["activeDeadlineSeconds"] == 300 + 60 + 60 + POD_MARGIN_SECONDS
+    # the harness's window (start-up 120 by default for 'full' + budget + export), then its
+    # evaluation; the Job allows the pod's start on top
+    window = 120 + 300 + EXPORT_SECONDS["full"]
+    assert spec["activeDeadlineSeconds"] == window + EVALUATION_SECONDS["full"] + POD_MARGIN_SECONDS
     assert spec["ttlSecondsAfterFinished"] > 0
 
 
-def test_training_container_never_mounts_the_val_split_and_evaluation_does():
-    pod = job()["spec"]["template"]["spec"]
-    [train], [evaluate] = pod["initContainers"], pod["containers"]
-    data_mounts = [m for m in train["volumeMounts"] if m["name"] == "data"]
-    assert data_mounts == [
+def test_both_phases_get_the_same_window_and_seed_and_training_runs_as_the_containers_pid_1():
+    train, evaluate = containers(job(seed=5))
+    for c in (train, evaluate):
+        assert c["command"][:2] == ["python", "harness.py"]
+        assert flag(c["command"], "--time-budget") == "300"
+        assert flag(c["command"], "--startup-seconds") == "120"
+        assert flag(c["command"], "--profile") == "full"
+        assert flag(c["command"], "--seed") == "5"
+        assert flag(c["command"], "--sandbox") == "container"
+        assert "--grace" not in c["command"]
+    assert flag(train["command"], "--phase") == "train"
+    assert flag(train["command"], "--train-py") == "/candidate/train.py"
+    assert flag(evaluate["command"], "--phase") == "evaluate"
+    assert flag(evaluate["command"], "--termination-log") == "/dev/termination-log"
+    assert evaluate["terminationMessagePath"] == "/dev/termination-log"
+
+
+def test_training_mounts_only_the_train_split_and_evaluation_only_val_when_no_test_is_asked():
+    train, evaluate = containers(job())
+    assert [m for m in train["volumeMounts"] if m["name"] == "data"] == [
         {"name": "data", "mountPath": "/data/train", "subPath": "train", "readOnly": True}
     ]
-    assert {"name": "data", "mountPath": "/data", "readOnly": True} in evaluate["volumeMounts"]
-    assert evaluate["terminationMessagePath"] == "/dev/termination-log"
+    assert [m for m in evaluate["volumeMounts"] if m["name"] == "data"] == [
+        {"name": "data", "mountPath": "/data/val", "subPath": "val", "readOnly": True}
+    ]
+    assert "--test-if-val-below" not in evaluate["command"]
+    assert "--test-if-val-below" not in train["command"]
+
+
+def test_the_test_split_is_mounted_into_evaluation_only_when_this_experiment_asks_for_it():
+    for threshold, value in ((math.inf, "inf"), (1.2345, "1.2345")):
+        train, evaluate = containers(job(test_if_val_below=threshold))
+        assert flag(evaluate["command"], "--test-if-val-below") == value
+        assert {"name": "data", "mountPath": "/data/test", "subPath": "test", "readOnly": True} in (
+            evaluate["volumeMounts"]
+        )
+        assert "--test-if-val-below" not in train["command"]
+        assert not any("test" in m["mountPath"] for m in train["volumeMounts"])
+
+
+def test_evaluation_has_its_own_tmp_not_the_one_the_training_side_wrote():
+    j = job()
+    train, evaluate = containers(j)
+    tmp = {c["name"]: next(m["name"] for m in c["volumeMounts"] if m["mountPath"] == "/tmp")
+           for c in (train, evaluate)}  # fmt: skip
+    assert tmp["train"] != tmp["evaluate"]
+    volumes = {v["name"]: v for v in j["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[tmp["evaluate"]] == {"name": tmp["evaluate"], "emptyDir": {}}
+    # the exported weights are the one thing evaluation reads from the training side
+    assert {"name": "work", "mountPath": "/work"} in evaluate["volumeMounts"]
 
 
 def test_trainer_pod_is_locked_down_and_carries_no_credentials():

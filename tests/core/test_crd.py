@@ -40,6 +40,7 @@ def test_printer_columns_show_what_people_compare():
     assert cols == [
         "Phase",
         "Best",
+        "Best-Test",
         "Baseline",
         "Experiments",
         "Kept",

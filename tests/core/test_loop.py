@@ -6,6 +6,7 @@ outcome is chosen by the test; tests/integration trains real models through the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,13 @@ import pytest
 from autoresearch_operator.executor import ExperimentJob
 from autoresearch_operator.gitrepo import OrgRepo
 from autoresearch_operator.journal import Journal
-from autoresearch_operator.loop import BaselineFailed, ResearchLoop, reconcile
+from autoresearch_operator.loop import (
+    BaselineFailed,
+    OrgState,
+    ResearchLoop,
+    budget_exhausted,
+    reconcile,
+)
 from autoresearch_operator.records import (
     ExperimentRecord,
     Outcome,
@@ -46,10 +53,13 @@ class ScriptedProposer:
 
 
 class ScriptedExecutor:
-    """Returns SCORE from the candidate as val_bpb; a negative score is a NaN crash."""
+    """Returns SCORE from the candidate as val_bpb; a negative score is a NaN crash. Like the
+    harness, it scores the test split (SCORE + 0.01) only when val_bpb is below the job's
+    test_if_val_below."""
 
     def __init__(self, interrupt_at: int | None = None):
         self.ran: list[int] = []
+        self.jobs: dict[int, ExperimentJob] = {}
         self.interrupt_at = interrupt_at
 
     def run(self, job: ExperimentJob, on_progress=None) -> TrainResult:
@@ -57,10 +67,17 @@ class ScriptedExecutor:
             self.interrupt_at = None
             raise KeyboardInterrupt  # the user hits Ctrl-C mid-training
         self.ran.append(job.experiment)
+        self.jobs[job.experiment] = job
         score = float(job.train_py.split("=")[1])
         if score < 0:
-            return TrainResult(status="crash", reason="nan", detail="loss is NaN at step 3")
-        return TrainResult(status="ok", val_bpb=score, training_seconds=5.0)
+            return TrainResult(
+                status="crash", reason="nan", detail="loss is NaN at step 3", total_seconds=3.0
+            )
+        asked = job.test_if_val_below is not None and score < job.test_if_val_below
+        return TrainResult(
+            status="ok", val_bpb=score, test_bpb=score + 0.01 if asked else None,
+            training_seconds=5.0, total_seconds=6.0,
+        )  # fmt: skip
 
 
 def make_org(max_experiments: int, min_improvement: float = 0.0):
@@ -104,6 +121,46 @@ def test_outcomes_refs_branch_and_journal_agree(tmp_path: Path):
     assert proposer.contexts[-1].experiment == 5
     assert [r.experiment for r in proposer.contexts[-1].history] == [0, 1, 2, 3]
     assert journal.tsv.read_text().count("\n") == 7
+
+
+def test_the_test_split_is_scored_for_the_baseline_and_every_candidate_that_could_be_kept(
+    tmp_path: Path,
+):
+    org = make_org(6, min_improvement=0.05)
+    executor = ScriptedExecutor()
+    loop, _, journal = make_loop(
+        tmp_path, org, ScriptedProposer([1.5, 1.7, "garbage", -1, 1.47]), executor
+    )
+    loop.run()
+    # the baseline always; a candidate below the best at its launch minus minImprovement
+    thresholds = {n: job.test_if_val_below for n, job in executor.jobs.items()}
+    assert thresholds == {0: math.inf, 1: 2.0 - 0.05, 2: 1.5 - 0.05, 4: 1.45, 5: 1.45}
+    assert {job.seed for job in executor.jobs.values()} == {0}
+    recs = journal.load()
+    assert [r.result.test_bpb for r in recs if r.outcome is Outcome.KEEP] == [2.01, 1.51]
+    assert all(r.result.test_bpb is None for r in recs if r.outcome is Outcome.DISCARD)
+    # the JSONL carries it, so status, compare and the plot can show it
+    assert '"test_bpb": 2.01' in (journal.directory / "experiments.jsonl").read_text()
+
+
+def test_gpu_time_charges_every_run_and_running_ones_count_their_whole_window(tmp_path: Path):
+    org = make_org(10)
+    crash = TrainResult(
+        status="crash", reason="timeout", training_seconds=470.0, total_seconds=480.0
+    )
+    killed = TrainResult(status="crash", reason="infrastructure", training_seconds=30.0)
+    records = [
+        ExperimentRecord(experiment=0, description="b", outcome=Outcome.CRASH, result=crash),
+        ExperimentRecord(experiment=1, description="c", outcome=Outcome.CRASH, result=killed),
+    ]
+    assert OrgState(records=records).gpu_seconds == 480.0 + 30.0
+    window = org.spec.trainer.window_seconds
+    assert window == 120 + 300 + 45
+    hours = (510.0 + window - 1) / 3600  # one running experiment's window does not fit
+    capped = org.model_copy(update={"spec": org.spec.model_copy(
+        update={"budget": org.spec.budget.model_copy(update={"maxGPUHours": hours})})})  # fmt: skip
+    assert budget_exhausted(capped, OrgState(records=records)) is None
+    assert "budget.maxGPUHours" in (budget_exhausted(capped, OrgState(records, running={2})) or "")
 
 
 def test_resume_after_interrupt_reruns_the_committed_candidate_without_reproposing(tmp_path: Path):
@@ -188,6 +245,8 @@ def test_parallel_experiments_respect_parallelism_and_budget(tmp_path: Path):
     assert state.running == set()
     assert repo.branch_head(org.branch) == state.best_commit
     assert state.best_val_bpb == min(r.val_bpb for r in recs if r.val_bpb is not None)
+    # whatever order they finished in, every kept experiment was scored on the test split
+    assert all(r.result.test_bpb is not None for r in recs if r.outcome is Outcome.KEEP)
 
 
 def test_resume_reruns_every_unrecorded_commit_even_when_a_later_one_was_recorded(tmp_path: Path):

@@ -24,6 +24,26 @@ def test_defaults_match_the_documented_ones():
     assert org.program_text == "Lower val_bpb."
 
 
+def test_every_candidate_gets_one_window_sized_by_profile_unless_startup_is_set():
+    full = org_from_resource(body()).spec.trainer
+    assert (full.startup_seconds, full.window_seconds) == (120, 120 + 300 + 45)
+    assert full.harness_deadline_seconds == 120 + 300 + 45 + 600
+    tiny = org_from_resource(
+        body(trainer={"profile": "tiny", "timeBudgetSeconds": 15})
+    ).spec.trainer
+    assert (tiny.startup_seconds, tiny.window_seconds) == (10, 10 + 15 + 15)
+    assert tiny.harness_deadline_seconds == 10 + 15 + 15 + 120
+    set_ = org_from_resource(body(trainer={"startupSeconds": 0})).spec.trainer
+    assert set_.window_seconds == 0 + 300 + 45
+
+
+def test_grace_seconds_is_gone_the_harness_owns_the_clock():
+    with pytest.raises(
+        OrgSpecError, match=r"spec\.trainer\.graceSeconds: unknown field.*startupSeconds"
+    ):
+        org_from_resource(body(trainer={"graceSeconds": 60}))
+
+
 def test_unknown_field_is_named_with_the_allowed_ones():
     with pytest.raises(OrgSpecError) as err:
         org_from_resource(body(trainer={"timeBudget": 60}))
@@ -51,6 +71,8 @@ def test_openai_proposer_requires_a_model():
         ({"budget": {"maxExperiments": 0}}, "spec.budget.maxExperiments"),
         ({"keepPolicy": {"minImprovement": -1}}, "spec.keepPolicy.minImprovement"),
         ({"trainer": {"profile": "huge"}}, "spec.trainer.profile"),
+        ({"trainer": {"startupSeconds": -1}}, "spec.trainer.startupSeconds"),
+        ({"trainer": {"startupSeconds": 3601}}, "spec.trainer.startupSeconds"),
     ],
 )
 def test_out_of_range_values_name_their_field(spec, field):

@@ -74,7 +74,7 @@ def test_llm_org_records_keep_discard_and_every_kind_of_crash(
         "metadata": {"name": "llm-org"},
         "spec": {
             "program": "Lower val_bpb. PROGRAM-MARKER",
-            "trainer": {"profile": "tiny", "timeBudgetSeconds": 3, "graceSeconds": 90},
+            "trainer": {"profile": "tiny", "timeBudgetSeconds": 3, "startupSeconds": 20},
             "proposer": {"type": "openai", "model": "fake-model", "baseURL": llm.base_url,
                          "apiKeyEnv": "TEST_LLM_KEY", "maxRetries": 0},
             "budget": {"maxExperiments": 6},
@@ -111,6 +111,15 @@ def test_llm_org_records_keep_discard_and_every_kind_of_crash(
     kept = [r for r in recs if r.outcome is Outcome.KEEP]
     assert repo.branch_head(org.branch) == kept[-1].commit == state.best_commit
     assert state.best_val_bpb == min(r.val_bpb for r in kept)
+
+    # the held-out test split: scored for the baseline and every keep, never for a discard
+    assert all(r.result.test_bpb is not None for r in kept)
+    assert recs[1].result.test_bpb is None
+    # every trained run is charged its harness-measured time, crashes included
+    assert all(r.result.gpu_seconds > 0 for r in recs if r.result)
+    assert recs[2].result.training_seconds > 0
+    window = (recs[0].result.startup_seconds, recs[0].result.time_budget, recs[0].result.seed)
+    assert window == (20, 3, 0)
 
     # logs: the TSV mirrors the JSONL; tokens are counted per experiment
     rows = journal.tsv.read_text().splitlines(keepends=True)

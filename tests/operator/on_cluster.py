@@ -275,7 +275,9 @@ def research_org(name: str, experiments: int, **spec: Any) -> dict[str, Any]:
             "trainer": {
                 "profile": "tiny",
                 "timeBudgetSeconds": 3,
-                "graceSeconds": 240,  # two python start-ups on a busy machine, plus evaluation
+                # imports on a busy machine; a run may train until 30 + 3 s after its start, and
+                # one that has not exported 15 s later (a hang) is killed as a timeout
+                "startupSeconds": 30,
                 "resources": {},  # CPU: the process kubelet node has no GPU
             },
             "proposer": {"type": "mutate", "seed": 3},

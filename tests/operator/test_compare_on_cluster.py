@@ -19,7 +19,8 @@ pytestmark = pytest.mark.cluster
 
 
 def history(scores: list[float | None]) -> list[ExperimentRecord]:
-    """Experiments with these val_bpb (None: a crash), kept when they beat the best so far."""
+    """Experiments with these val_bpb (None: a crash), kept when they beat the best so far; a
+    kept one was also scored on the held-out test split, 0.01 above its val_bpb."""
     records, best = [], None
     for n, score in enumerate(scores):
         if score is None:
@@ -28,12 +29,13 @@ def history(scores: list[float | None]) -> list[ExperimentRecord]:
             outcome, best = Outcome.KEEP, score
         else:
             outcome = Outcome.DISCARD
+        test = score + 0.01 if outcome is Outcome.KEEP and score is not None else None
         records.append(
             ExperimentRecord(
                 experiment=n, description=f"idea {n}", outcome=outcome, commit=f"{n:040x}",
                 reason="exception" if score is None else None, val_bpb=score,
                 result=TrainResult(status="crash" if score is None else "ok", val_bpb=score,
-                                   training_seconds=60.0),
+                                   test_bpb=test, total_seconds=60.0),
                 finished_at=1_780_000_000.0 + n,
             )
         )  # fmt: skip
@@ -72,8 +74,9 @@ def test_compare_and_plot_read_the_orgs_status_from_the_cluster(
     ]
     assert [("explorer" in row) for row in rows] == [True, False], "best first"
     explorer = rows[0].replace("│", " ").split()
-    assert explorer[:6] == ["explorer", "mutate", "1.8000", "2.0000", "+0.2000", "25"]
-    assert explorer[6:9] == ["3", "21", "1"]  # kept, discarded, crashed: all 25, not the window
+    # best, the best's held-out test_bpb, baseline, improvement, experiments
+    assert explorer[:7] == ["explorer", "mutate", "1.8000", "1.8100", "2.0000", "+0.2000", "25"]
+    assert explorer[7:10] == ["3", "21", "1"]  # kept, discarded, crashed: all 25, not the window
 
     everywhere = autoresearch(cluster, "compare", "--cluster", "-A", "--org", "careful")
     assert f"{namespace}/careful" in everywhere.stdout, everywhere.stdout

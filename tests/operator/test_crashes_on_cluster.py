@@ -67,7 +67,6 @@ def test_a_bug_a_cheat_and_a_hang_each_crash_with_their_reason(
         proposer={"type": "openai", "model": "fake-model", "baseURL": llm.base_url,
                   "apiKeySecretRef": {"name": "llm", "key": "apiKey"}, "maxRetries": 0},
     )  # fmt: skip
-    body["spec"]["trainer"]["graceSeconds"] = 60  # the hang is killed at 3 s + 60 s
     orgs = Orgs(cluster, namespace)
     orgs.create(body)
     final = orgs.wait_completed("breaker", operator, 840)

@@ -28,8 +28,11 @@ COMMIT = "c" * 40
 OK = {"status": "ok", "val_bpb": 1.25, "training_seconds": 60.0}
 
 
-def experiment(n: int = 3, commit: str = COMMIT) -> ExperimentJob:
-    return ExperimentJob("explorer", n, commit, "print('candidate')\n", 60, 72, "tiny")
+def experiment(n: int = 3, commit: str = COMMIT, **extra) -> ExperimentJob:
+    return ExperimentJob(
+        org="explorer", experiment=n, commit=commit, train_py="print('candidate')\n",
+        time_budget=60, startup_seconds=10, profile="tiny", **extra,
+    )  # fmt: skip
 
 
 def finish_when_configmap_exists(job: dict, configmaps: dict):
@@ -58,6 +61,17 @@ def test_runs_the_candidate_in_a_job_and_reads_the_harness_result():
             and owner["uid"] == fake.jobs["explorer-exp-00003"]["metadata"]["uid"]
         )
         assert cm["data"]["train.py"] == "print('candidate')\n"
+
+
+def test_the_jobs_seed_and_test_threshold_reach_the_harness_in_the_pod():
+    with FakeKube(finish_when_configmap_exists) as fake:
+        executor(fake).run(experiment(seed=7, test_if_val_below=1.3))
+        pod = fake.jobs["explorer-exp-00003"]["spec"]["template"]["spec"]
+        [train], [evaluate] = pod["initContainers"], pod["containers"]
+        assert train["command"][train["command"].index("--seed") + 1] == "7"
+        command = evaluate["command"]
+        assert command[command.index("--test-if-val-below") + 1] == "1.3"
+        assert "/data/test" in {m["mountPath"] for m in evaluate["volumeMounts"]}
 
 
 def test_a_leftover_job_for_another_commit_is_replaced():

@@ -3,9 +3,11 @@
 One place sets names, labels, owner references and the trainer pod's lockdown, so every object
 the operator makes is findable by label, garbage-collected with its owner, and least-privileged.
 
-The experiment pod splits the trusted harness in two so the training code never sees the val
-split: an init container `train` (the candidate's train.py, only data/train mounted, killed at
-budget + grace) and a container `evaluate` (the harness alone, val mounted) that writes the result
+The experiment pod splits the trusted harness in two so the training code never sees the val or
+test split: an init container `train` (the harness as the container's PID 1 with the candidate's
+train.py as its child, only data/train mounted, killed at the end of its window: start-up +
+budget + export) and a container `evaluate` (the harness alone, with its own /tmp, only data/val
+mounted, and data/test only when this experiment asks for a test score) that writes the result
 JSON to its termination message.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from ..harness_cli import harness_args
 from ..spec import API_GROUP, API_VERSION, KIND, Org
 
 LABEL_ORG = f"{API_GROUP}/org"
@@ -32,9 +35,8 @@ APP_DIR = "/app"
 HARNESS = "harness.py"
 PREPARE = "prepare.py"
 TTL_AFTER_FINISHED = 3600
-POD_MARGIN_SECONDS = (
-    600  # image pull, scheduling and the evaluate container, past the harness's kill
-)
+# Past the harness's own limits: image pull, scheduling and two interpreter start-ups.
+POD_MARGIN_SECONDS = 600
 
 
 def experiment_job_name(org: str, experiment: int) -> str:
@@ -125,8 +127,14 @@ def experiment_job(
     commit: str,
     *,
     data_claim: str,
+    seed: int = 0,
+    test_if_val_below: float | None = None,
 ) -> dict[str, Any]:
-    """The Job that trains and evaluates one candidate. The train.py ConfigMap is made after it."""
+    """The Job that trains and evaluates one candidate. The train.py ConfigMap is made after it.
+
+    `seed` orders the training data; `test_if_val_below`, when set, asks the evaluation to score
+    the held-out test split too if val_bpb is below it (and only then is that split mounted).
+    """
     trainer = org.spec.trainer
     namespace = org_body["metadata"]["namespace"]
     name = experiment_job_name(org.name, experiment)
@@ -135,28 +143,20 @@ def experiment_job(
     )
     if trainer.queueName:
         job_labels["kueue.x-k8s.io/queue-name"] = trainer.queueName
-    common = [
-        "--data-dir", "/data",
-        "--output-dir", "/work",
-        "--time-budget", str(trainer.timeBudgetSeconds),
-        "--grace", str(trainer.grace_seconds),
-        "--profile", trainer.profile,
-        "--sandbox", "none",  # the val split is not mounted into the training container at all
-    ]  # fmt: skip
-    mounts = [{"name": "work", "mountPath": "/work"}, {"name": "tmp", "mountPath": "/tmp"}]
+
+    def harness(phase: str, **extra: Any) -> list[str]:
+        return ["python", HARNESS, *harness_args(
+            phase=phase, data_dir="/data", output_dir="/work", profile=trainer.profile,
+            time_budget=trainer.timeBudgetSeconds, startup_seconds=trainer.startup_seconds,
+            seed=seed, sandbox="container", **extra,
+        )]  # fmt: skip
+
     train = {
         "name": "train",
         "image": trainer.image,
         "workingDir": APP_DIR,
-        "command": [
-            "python",
-            HARNESS,
-            "--phase",
-            "train",
-            "--train-py",
-            "/candidate/train.py",
-            *common,
-        ],
+        # The harness is PID 1 of the container: nothing the candidate starts outlives it.
+        "command": harness("train", train_py="/candidate/train.py"),
         "resources": trainer.resources,
         "securityContext": _restricted_container(),
         # Should the harness itself fail here, its last log lines become the crash's log tail.
@@ -164,27 +164,36 @@ def experiment_job(
         "volumeMounts": [
             {"name": "data", "mountPath": "/data/train", "subPath": "train", "readOnly": True},
             {"name": "candidate", "mountPath": "/candidate", "readOnly": True},
-            *mounts,
+            {"name": "work", "mountPath": "/work"},
+            {"name": "train-tmp", "mountPath": "/tmp"},
         ],
     }
+    held_out = (
+        [{"name": "data", "mountPath": "/data/test", "subPath": "test", "readOnly": True}]
+        if test_if_val_below is not None
+        else []
+    )
     evaluate = {
         "name": "evaluate",
         "image": trainer.image,
         "workingDir": APP_DIR,
-        "command": [
-            "python",
-            HARNESS,
-            "--phase",
+        "command": harness(
             "evaluate",
-            *common,
-            "--termination-log",
-            "/dev/termination-log",
-        ],
+            test_if_val_below=test_if_val_below,
+            termination_log="/dev/termination-log",
+        ),
         "resources": trainer.resources,
         "securityContext": _restricted_container(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}, *mounts],
+        # /work is what the training side left (hostile: the harness reads only the exported
+        # weights from it); /tmp is the evaluation's own, never the one training wrote.
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data/val", "subPath": "val", "readOnly": True},
+            *held_out,
+            {"name": "work", "mountPath": "/work"},
+            {"name": "evaluate-tmp", "mountPath": "/tmp"},
+        ],
     }
     pod_spec: dict[str, Any] = {
         **_locked_down_pod(),
@@ -194,7 +203,8 @@ def experiment_job(
             {"name": "data", "persistentVolumeClaim": {"claimName": data_claim, "readOnly": True}},
             {"name": "candidate", "configMap": {"name": f"{name}-train-py"}},
             {"name": "work", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
+            {"name": "train-tmp", "emptyDir": {}},
+            {"name": "evaluate-tmp", "emptyDir": {}},
         ],
     }
     if trainer.nodeSelector:
@@ -217,10 +227,8 @@ def experiment_job(
         },
         "spec": {
             "backoffLimit": 0,
-            # the harness kills training at budget + grace; evaluation and pod start come on top
-            "activeDeadlineSeconds": trainer.timeBudgetSeconds
-            + trainer.grace_seconds
-            + POD_MARGIN_SECONDS,
+            # the harness's own limits (its window, then its evaluation) and the pod's start
+            "activeDeadlineSeconds": trainer.harness_deadline_seconds + POD_MARGIN_SECONDS,
             "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
             "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
         },

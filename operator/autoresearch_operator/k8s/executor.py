@@ -28,7 +28,13 @@ class KubernetesExecutor:
 
     def run(self, job: ExperimentJob, on_progress: ProgressCallback | None = None) -> TrainResult:
         body = builders.experiment_job(
-            self.org, self.org_body, job.experiment, job.commit, data_claim=self.data_claim
+            self.org,
+            self.org_body,
+            job.experiment,
+            job.commit,
+            data_claim=self.data_claim,
+            seed=job.seed,
+            test_if_val_below=job.test_if_val_below,
         )
         name = body["metadata"]["name"]
         created, fresh = self.jobs.create_or_adopt_job(body)

@@ -157,7 +157,8 @@ def result_from_job(
         deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
         return crash(
             CrashReason.TIMEOUT,
-            f"killed at the Job's activeDeadlineSeconds ({deadline} s: time budget + grace)",
+            f"killed at the Job's activeDeadlineSeconds ({deadline} s: the harness's window of "
+            "start-up + time budget + export, its evaluation, and the pod's start-up margin)",
             training_seconds=train_result.training_seconds if train_result else None,
         )
     if train_result is not None and train_result.status == "crash":

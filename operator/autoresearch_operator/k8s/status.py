@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ..records import ExperimentRecord, Outcome
+from ..records import ExperimentRecord, Outcome, baseline_record, best_record, gpu_seconds
 
 PENDING, PREPARING, RUNNING, PAUSED, COMPLETED, FAILED = (
     "Pending",
@@ -48,6 +48,7 @@ def experiment_summary(rec: ExperimentRecord) -> dict[str, Any]:
         "reason": rec.reason,
         "detail": _clip(rec.detail, DETAIL_CHARS),
         "valBpb": rec.val_bpb,
+        "testBpb": rec.result.test_bpb if rec.result else None,
         "description": _clip(rec.description, DESCRIPTION_CHARS),
         "trainingSeconds": rec.result.training_seconds if rec.result else None,
         "finishedAt": rfc3339(rec.finished_at) if rec.finished_at is not None else None,
@@ -55,30 +56,16 @@ def experiment_summary(rec: ExperimentRecord) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if v is not None}
 
 
-def best_record(records: Iterable[ExperimentRecord]) -> ExperimentRecord | None:
-    """The branch head: every keep beat the best before it, so the lowest kept val_bpb wins.
-
-    Not simply the last keep: with parallel experiments the journal is ordered by experiment
-    number, which is not the order in which they were decided.
-    """
-    kept = [r for r in records if r.outcome is Outcome.KEEP and r.val_bpb is not None]
-    return min(kept, key=lambda r: (r.val_bpb, -r.experiment), default=None)
-
-
-def baseline_record(records: Iterable[ExperimentRecord]) -> ExperimentRecord | None:
-    return next((r for r in records if r.experiment == 0 and r.outcome is not Outcome.CRASH), None)
-
-
 def _point(rec: ExperimentRecord | None) -> dict[str, Any] | None:
     if rec is None:
         return None
-    point = {"valBpb": rec.val_bpb, "commit": rec.commit, "experiment": rec.experiment}
+    point = {
+        "valBpb": rec.val_bpb,
+        "testBpb": rec.result.test_bpb if rec.result else None,
+        "commit": rec.commit,
+        "experiment": rec.experiment,
+    }
     return {k: v for k, v in point.items() if v is not None}
-
-
-def gpu_seconds(records: Iterable[ExperimentRecord]) -> float:
-    """Training seconds summed: the same sum the loop's budget.maxGPUHours is checked against."""
-    return sum((r.result.training_seconds or 0.0) for r in records if r.result)
 
 
 def llm_tokens(records: Iterable[ExperimentRecord]) -> int:
