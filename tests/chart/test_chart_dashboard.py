@@ -107,12 +107,12 @@ def exported() -> dict[str, set[str]]:
     metrics = OperatorMetrics()
     base = {"started_at": 1000.0, "finished_at": 1400.0, "usage": TokenUsage(900, 300)}
 
-    def result(val_bpb: float) -> TrainResult:
-        return TrainResult(status="ok", val_bpb=val_bpb, training_seconds=300.0)
+    def result(val_bpb: float, test_bpb: float | None = None) -> TrainResult:
+        return TrainResult(status="ok", val_bpb=val_bpb, test_bpb=test_bpb, total_seconds=330.0)
 
     records = [
         ExperimentRecord(0, "baseline", Outcome.KEEP, commit="a", val_bpb=1.1,
-                         result=result(1.1), **base),
+                         result=result(1.1, test_bpb=1.12), **base),
         ExperimentRecord(1, "lr up", Outcome.DISCARD, commit="b", val_bpb=1.2,
                          result=result(1.2), **base),
         ExperimentRecord(2, "depth", Outcome.CRASH, commit="c", reason=CrashReason.NAN.value,
@@ -144,7 +144,8 @@ def test_every_exported_family_has_samples_so_the_comparison_means_something():
     for family in ("autoresearch_experiments_total", "autoresearch_gpu_seconds_total",
                    "autoresearch_experiment_duration_seconds_bucket",
                    "autoresearch_proposal_latency_seconds_count", "autoresearch_org_phase",
-                   "autoresearch_running_experiments", "autoresearch_best_val_bpb"):  # fmt: skip
+                   "autoresearch_running_experiments", "autoresearch_best_val_bpb",
+                   "autoresearch_best_test_bpb"):  # fmt: skip
         assert family in names
 
 
@@ -167,7 +168,8 @@ def test_dashboard_shows_what_people_compare_filtered_by_an_org_variable():
     ).groups()
     assert label in exported()[metric]
     used = {metric for _, expr in targets() for metric, _ in selectors(expr)}
-    for wanted in ("autoresearch_best_val_bpb", "autoresearch_last_val_bpb",
+    for wanted in ("autoresearch_best_val_bpb", "autoresearch_best_test_bpb",
+                   "autoresearch_last_val_bpb",
                    "autoresearch_experiments_total", "autoresearch_gpu_seconds_total",
                    "autoresearch_llm_tokens_total", "autoresearch_running_experiments"):  # fmt: skip
         assert wanted in used

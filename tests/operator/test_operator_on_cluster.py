@@ -27,6 +27,7 @@ pytestmark = pytest.mark.cluster
 
 EXPERIMENTS = 3
 DASHBOARD = REPO / "charts" / "autoresearch-operator" / "files" / "dashboard.json"
+BEST_PANEL = "val_bpb per org: best and each experiment; the best's test_bpb (held out)"
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -113,6 +114,8 @@ def assert_prometheus_agrees_with_status(
     )
     (best,) = prometheus.query(f"autoresearch_best_val_bpb{{{selector}}}")
     assert best["value"] == final["best"]["valBpb"]
+    (best_test,) = prometheus.query(f"autoresearch_best_test_bpb{{{selector}}}")
+    assert best_test["value"] == final["best"]["testBpb"]
     (baseline,) = prometheus.query(f"autoresearch_baseline_val_bpb{{{selector}}}")
     assert baseline["value"] == final["baseline"]["valBpb"]
     stored = {
@@ -134,13 +137,15 @@ def assert_prometheus_agrees_with_status(
     results = {}
     for title, expr in dashboard_queries(DASHBOARD, org):
         results.setdefault(title, []).append(prometheus.query(expr))
-    for title in ("val_bpb per org: best and each experiment", "Keep rate", "GPU-hours per org",
+    for title in (BEST_PANEL, "Keep rate", "GPU-hours per org",
                   "Experiments per GPU-hour", "Running experiments", "Org phase"):  # fmt: skip
         assert all(result for result in results[title]), f"panel {title!r} shows nothing"
     (keep_rate,) = results["Keep rate"][0]
     assert keep_rate["value"] == pytest.approx(counts["kept"] / counts["total"])
-    (best_panel,) = results["val_bpb per org: best and each experiment"][0]
+    (best_panel,) = results[BEST_PANEL][0]
     assert best_panel["value"] == final["best"]["valBpb"]
+    (best_test_panel,) = results[BEST_PANEL][3]  # the best's held-out score, asked for when kept
+    assert best_test_panel["value"] == final["best"]["testBpb"]
 
 
 def test_deleting_an_org_stops_its_daemon_and_collects_its_jobs(
