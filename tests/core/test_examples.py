@@ -25,3 +25,16 @@ def test_contest_runs_the_four_programs_under_identical_budgets():
     budgets = [(o.spec.budget, o.spec.trainer, o.spec.keepPolicy, o.spec.parallelism) for o in orgs]
     assert all(b == budgets[0] for b in budgets)
     assert {o.spec.proposer.type for o in orgs} == {"openai", "mutate"}
+
+
+def test_the_gpu_hour_caps_leave_room_for_every_experiments_whole_window():
+    """GPU time is charged per whole run (start-up, training, export, evaluation), so a cap sized
+    for the time budget alone would stop the examples long before maxExperiments."""
+    orgs = load_orgs(EXAMPLES / "contest.yaml")
+    orgs += [
+        o for name in ("baseline", "random-search") for o in load_orgs(EXAMPLES / name / "org.yaml")
+    ]
+    for org in orgs:
+        budget, trainer = org.spec.budget, org.spec.trainer
+        assert budget.maxGPUHours is not None
+        assert budget.maxGPUHours * 3600 >= budget.maxExperiments * trainer.window_seconds * 1.1
