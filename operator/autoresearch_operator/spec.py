@@ -19,7 +19,7 @@ KIND = "ResearchOrg"
 PROGRAM_FILE_ANNOTATION = f"{API_GROUP}/program-file"  # local runs: where programRef's text lives
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # The harness's fixed allowances (trainer-image/harness.py owns them; a test keeps these equal).
-EXPORT_SECONDS = {"full": 45, "tiny": 15}  # after start-up + budget: save the weights
+EXPORT_SECONDS = {"full": 20, "tiny": 10}  # after start-up + budget: save the weights
 EVALUATION_SECONDS = {"full": 600, "tiny": 120}  # the harness's own scoring, after the child
 STARTUP_SECONDS = {"full": 120, "tiny": 10}  # trainer.startupSeconds when unset
 
@@ -58,9 +58,10 @@ class TrainerSpec(_Model):
             "Start-up allowance, in seconds, for imports, torch.compile and warm-up before the "
             "time budget. Part of the identical window every candidate gets: the harness starts "
             "the training child, lets it run startupSeconds + timeBudgetSeconds, then a fixed "
-            "export allowance (45 s full, 15 s tiny), and kills it there; a run that has not "
-            "exported by then is a timeout crash. Nothing in train.py can move this deadline. "
-            "Default by profile: full 120, tiny 10."
+            f"export allowance ({EXPORT_SECONDS['full']} s full, {EXPORT_SECONDS['tiny']} s "
+            "tiny), and kills it there; a run that has not exported by then is a timeout crash. "
+            "Nothing in train.py can move this deadline. Default by profile: "
+            f"full {STARTUP_SECONDS['full']}, tiny {STARTUP_SECONDS['tiny']}."
         ),
     )
     profile: Literal["full", "tiny"] = Field(

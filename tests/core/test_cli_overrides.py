@@ -21,7 +21,7 @@ def test_quick_means_tiny_profile_short_budget_few_experiments():
     assert org.spec.trainer.timeBudgetSeconds == 15
     assert org.spec.budget.maxExperiments == 6
     # the whole window (start-up + budget + export) of a quick run stays under a minute
-    assert org.spec.trainer.window_seconds == 10 + 15 + 15
+    assert org.spec.trainer.window_seconds == 10 + 15 + 10
     assert (
         overridden(
             "--quick", "--time-budget", "3", "--max-experiments", "2"

@@ -155,7 +155,7 @@ def test_gpu_time_charges_every_run_and_running_ones_count_their_whole_window(tm
     ]
     assert OrgState(records=records).gpu_seconds == 480.0 + 30.0
     window = org.spec.trainer.window_seconds
-    assert window == 120 + 300 + 45
+    assert window == 120 + 300 + 20
     hours = (510.0 + window - 1) / 3600  # one running experiment's window does not fit
     capped = org.model_copy(update={"spec": org.spec.model_copy(
         update={"budget": org.spec.budget.model_copy(update={"maxGPUHours": hours})})})  # fmt: skip

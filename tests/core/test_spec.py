@@ -26,15 +26,15 @@ def test_defaults_match_the_documented_ones():
 
 def test_every_candidate_gets_one_window_sized_by_profile_unless_startup_is_set():
     full = org_from_resource(body()).spec.trainer
-    assert (full.startup_seconds, full.window_seconds) == (120, 120 + 300 + 45)
-    assert full.harness_deadline_seconds == 120 + 300 + 45 + 600
+    assert (full.startup_seconds, full.window_seconds) == (120, 120 + 300 + 20)
+    assert full.harness_deadline_seconds == 120 + 300 + 20 + 600
     tiny = org_from_resource(
         body(trainer={"profile": "tiny", "timeBudgetSeconds": 15})
     ).spec.trainer
-    assert (tiny.startup_seconds, tiny.window_seconds) == (10, 10 + 15 + 15)
-    assert tiny.harness_deadline_seconds == 10 + 15 + 15 + 120
+    assert (tiny.startup_seconds, tiny.window_seconds) == (10, 10 + 15 + 10)
+    assert tiny.harness_deadline_seconds == 10 + 15 + 10 + 120
     set_ = org_from_resource(body(trainer={"startupSeconds": 0})).spec.trainer
-    assert set_.window_seconds == 0 + 300 + 45
+    assert set_.window_seconds == 0 + 300 + 20
 
 
 def test_grace_seconds_is_gone_the_harness_owns_the_clock():

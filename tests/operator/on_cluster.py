@@ -276,7 +276,7 @@ def research_org(name: str, experiments: int, **spec: Any) -> dict[str, Any]:
                 "profile": "tiny",
                 "timeBudgetSeconds": 3,
                 # imports on a busy machine; a run may train until 30 + 3 s after its start, and
-                # one that has not exported 15 s later (a hang) is killed as a timeout
+                # one that has not exported 10 s later (a hang) is killed as a timeout
                 "startupSeconds": 30,
                 "resources": {},  # CPU: the process kubelet node has no GPU
             },
