@@ -223,6 +223,17 @@ def all_containers(pod: dict) -> list[dict]:
 # ---------------------------------------------------------------- the process
 
 
+def in_own_pid_namespace(argv: list[str], unshare: str | None) -> list[str]:
+    """argv run as PID 1 of a new PID namespace, as a container runtime starts a container's
+    process (`unshare`: its path; None runs argv as it is). PID 1 sees only what it started, and
+    when it dies the kernel kills everything in the namespace, a child that left the process
+    group included. The kubelet signals unshare's process group; --kill-child makes the child
+    die with unshare should unshare die first."""
+    if unshare is None:
+        return list(argv)
+    return [unshare, "--pid", "--fork", "--kill-child", "--", *argv]
+
+
 @dataclass
 class Process:
     argv: list[str]
@@ -272,8 +283,10 @@ def build_process(
     objects: Objects,
     base_env: Mapping[str, str],
     gpu_ids: list[int] | None,
+    unshare: str | None = None,
 ) -> Process:
-    """Command line, working directory and environment for one container."""
+    """Command line, working directory and environment for one container; with `unshare`, the
+    process is PID 1 of its own PID namespace (see in_own_pid_namespace)."""
     termination_path = container.get("terminationMessagePath") or "/dev/termination-log"
     termination_log = container_dir / "termination-log"
     mounts = {termination_path: str(termination_log)}
@@ -309,7 +322,12 @@ def build_process(
         rewritten = rewrite_paths(container["workingDir"], mounts)
         if rewritten != container["workingDir"]:
             cwd = Path(rewritten)  # under a volume; any other in-image path is the image root
-    return Process(argv=argv, cwd=str(cwd), env=env, termination_log=termination_log)
+    return Process(
+        argv=in_own_pid_namespace(argv, unshare),
+        cwd=str(cwd),
+        env=env,
+        termination_log=termination_log,
+    )
 
 
 def termination_message(container: dict, log_path: Path, message_path: Path, exit_code: int) -> str:

@@ -258,6 +258,7 @@ class PodWorker:
                     objects=objects,
                     base_env=kubelet.base_env,
                     gpu_ids=gpu_ids,
+                    unshare=kubelet.unshare,
                 )
                 process.termination_log.unlink(missing_ok=True)
                 with open(log_path, "ab") as out:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +35,20 @@ log = logging.getLogger("process-kubelet")
 
 def micro_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def pid_namespace_runner() -> str | None:
+    """unshare's path when it can start a process as PID 1 of its own PID namespace here (as
+    root, with util-linux's unshare), else None: containers then run as plain processes."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        return None
+    probe = podrun.in_own_pid_namespace(["sh", "-c", 'test "$$" = 1'], unshare)
+    try:
+        works = subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return unshare if works else None
 
 
 class ProcessKubelet:
@@ -63,6 +79,9 @@ class ProcessKubelet:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.started = podrun.now()  # the conditions' transition time: they never change
+        self.unshare = pid_namespace_runner()  # each container's process is PID 1 when set
+        if self.unshare is None:
+            log.warning("no PID namespaces here (needs root and unshare): containers share ours")
         host = api.configuration.host.rsplit(":", 1)
         self.base_env = {
             # `python` in a command is the interpreter running this kubelet (the venv's).

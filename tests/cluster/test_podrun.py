@@ -71,6 +71,19 @@ def test_process_gets_rewritten_command_env_gpus_and_termination_log(tmp_path):
     assert json.loads(process.env["PROCESS_KUBELET_MOUNTS"])["/runs"] == str(tmp_path / "v")
 
 
+def test_with_unshare_the_process_is_pid_1_of_its_own_pid_namespace(tmp_path):
+    container = {"name": "train", "image": "trainer", "command": ["python", "harness.py"]}
+    process = podrun.build_process(
+        pod_with(container), container, root=tmp_path, volume_dirs={}, container_dir=tmp_path / "c",
+        objects=podrun.Objects(), base_env={}, gpu_ids=None, unshare="/usr/bin/unshare",
+    )  # fmt: skip
+    # --kill-child: the kubelet signals unshare's group, and unshare's death takes PID 1 along
+    assert process.argv == [
+        "/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--", "python", "harness.py"
+    ]  # fmt: skip
+    assert podrun.in_own_pid_namespace(["sleep", "1"], None) == ["sleep", "1"]
+
+
 def test_configmap_and_projected_volumes_become_files():
     objects = podrun.Objects(
         configmaps={"cfg": {"a": "1", "b": "2"}, "kube-root-ca.crt": {"ca.crt": "CA"}}, token="tok"

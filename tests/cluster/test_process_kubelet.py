@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from datetime import datetime
+from pathlib import Path
 
+import process_kubelet
 import pytest
 import testcluster
 from kubernetes import client
@@ -237,43 +240,94 @@ def test_volumes_env_and_working_dir_are_mapped_to_local_paths(
         cluster.core.delete_persistent_volume(volume_name)
 
 
-def test_deleting_a_running_pod_stops_its_process(cluster, namespace, process_node):
-    node = process_node(f"cpu-{secrets.token_hex(3)}")
+def run_then_delete(
+    cluster, namespace: str, node, name: str, script: str, grace: int
+) -> tuple[int, float]:
+    """Start a pod running `sh -c script`, delete it once it runs; (its process's pid, seconds
+    from the delete until the pod was gone)."""
     cluster.core.create_namespaced_pod(
         namespace,
         {
-            "metadata": {"name": "sleeper"},
+            "metadata": {"name": name},
             "spec": {
                 "nodeName": node.name,
-                "terminationGracePeriodSeconds": 5,
-                "containers": [{"name": "c", "image": "any", "command": ["sleep", "300"]}],
+                "terminationGracePeriodSeconds": grace,
+                "containers": [{"name": "c", "image": "any", "command": ["sh", "-c", script]}],
             },
         },
     )
 
     def running_pid():
-        status = cluster.core.read_namespaced_pod_status("sleeper", namespace).status
+        status = cluster.core.read_namespaced_pod_status(name, namespace).status
         if status.phase == "Running":
             return int(status.container_statuses[0].container_id.removeprefix("process://"))
         return None
 
     pid = testcluster.wait_for(running_pid, 30, "the pod to run")
     started = datetime.now()
-    cluster.core.delete_namespaced_pod("sleeper", namespace)
+    cluster.core.delete_namespaced_pod(name, namespace)
 
     def gone() -> bool:
         try:
-            cluster.core.read_namespaced_pod("sleeper", namespace)
+            cluster.core.read_namespaced_pod(name, namespace)
             return False
         except ApiException as e:
             return e.status == 404
 
-    testcluster.wait_for(gone, 15, "the pod to be deleted")
-    assert (
-        datetime.now() - started
-    ).total_seconds() < 5  # SIGTERM ended it before the grace period
+    testcluster.wait_for(gone, 15 + grace, "the pod to be deleted")
+    return pid, (datetime.now() - started).total_seconds()
+
+
+def test_deleting_a_running_pod_stops_its_process(cluster, namespace, process_node):
+    node = process_node(f"cpu-{secrets.token_hex(3)}")
+    # The container's process is PID 1, which, as under a container runtime, ends on SIGTERM
+    # only if it handles it.
+    pid, seconds = run_then_delete(
+        cluster, namespace, node, "sleeper", "trap 'exit 0' TERM; sleep 300 & wait", grace=5
+    )
+    assert seconds < 5  # SIGTERM ended it before the grace period
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_container_is_pid_1_of_its_own_pid_namespace(cluster, namespace, process_node):
+    """What the harness's `--sandbox container` needs: a real runtime starts it as PID 1."""
+    if process_kubelet.pid_namespace_runner() is None:
+        pytest.skip("no PID namespaces here (the process kubelet needs root and unshare)")
+    node = process_node(f"cpu-{secrets.token_hex(3)}")
+    batch = client.BatchV1Api(cluster.api)
+    script = 'printf "pid $$$$" > /dev/termination-log'  # $$ is a pod command's escaped $
+    batch.create_namespaced_job(namespace, shell_job("pid", node.name, script))
+    testcluster.wait_for(lambda: job_condition(batch, namespace, "pid"), 60, "the Job to finish")
+    done = job_pod(cluster, namespace, "pid").status.container_statuses[0].state.terminated
+    assert (done.exit_code, done.message) == (0, "pid 1")
+
+
+def test_what_a_container_started_dies_with_it_even_outside_its_process_group(
+    cluster, namespace, process_node
+):
+    """PID 1 ignores SIGTERM, so the pod is killed after its grace period; a child that left
+    the process group (setsid), which a signal to the group misses, goes with PID 1."""
+    if process_kubelet.pid_namespace_runner() is None:
+        pytest.skip("no PID namespaces here (the process kubelet needs root and unshare)")
+    node = process_node(f"cpu-{secrets.token_hex(3)}")
+    marker = f"{3000 + secrets.randbelow(1000)}.{secrets.randbelow(10**6):06d}"
+    pid, seconds = run_then_delete(
+        cluster, namespace, node, "escaper", f"setsid sleep {marker} & exec sleep 300", grace=2
+    )
+    assert seconds >= 2  # SIGTERM did nothing; SIGKILL came after the grace period
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+    def left_behind() -> list[str]:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                if marker.encode() in cmdline.read_bytes():
+                    found.append(cmdline.parent.name)
+        return found
+
+    testcluster.wait_for(lambda: not left_behind(), 5, "the escaped child to die")
 
 
 def test_init_containers_run_first_and_on_failure_restarts_the_container(
