@@ -74,7 +74,7 @@ class EvaluationTimeout(Exception):
 def read_regular_file(path, limit):
     """The bytes of path: a regular file (not a link, not a device) of at most `limit` bytes."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
     except OSError as e:
         raise RejectedModel(f"cannot open {os.path.basename(path)}: {e.strerror}") from None
     with os.fdopen(fd, "rb") as f:
@@ -133,19 +133,21 @@ def decode_value(value, device, names):
         items = [decode_value(v, device, names) for v in value]
         return lambda env: [item(env) for item in items]
     if isinstance(value, dict) and len(value) == 1:
-        (kind, raw), = value.items()
+        ((kind, raw),) = value.items()
         if kind == "ref" and raw in names:
             return lambda env: env[raw]
         if kind == "float" and raw in ("inf", "-inf", "nan"):
             return lambda env, x=float(raw): x
         if kind == "dtype" and isinstance(getattr(torch, str(raw), None), torch.dtype):
-            return lambda env, x=getattr(torch, raw): x
+            dtype = getattr(torch, raw)
+            return lambda env: dtype
         if kind == "device":
             return lambda env: device  # the harness's device, whatever the run trained on
         if kind == "layout" and raw == "strided":
             return lambda env: torch.strided
         if kind == "memory_format" and raw in ("contiguous_format", "preserve_format"):
-            return lambda env, x=getattr(torch, raw): x
+            memory_format = getattr(torch, raw)
+            return lambda env: memory_format
     raise RejectedModel(f"argument {str(value)[:80]!r} is not one the harness accepts")
 
 

@@ -49,7 +49,7 @@ import sandbox  # noqa: E402
 
 EVAL_TOKENS = {"full": 40 * 524288, "tiny": 32768}  # tokens scored at most, per split
 EVAL_BATCH_SIZE = {"full": 16, "tiny": 8}  # sequences of MAX_SEQ_LEN per forward pass
-EXPORT_SECONDS = {"full": 45, "tiny": 15}  # after the training window, to export; then the kill
+EXPORT_SECONDS = {"full": 20, "tiny": 10}  # after the training window, to export; then the kill
 EVALUATION_SECONDS = {"full": 600, "tiny": 120}  # loading, checking and scoring the export
 STARTUP_SECONDS = {("full", "cuda"): 120, ("full", "cpu"): 60, ("tiny", "cuda"): 10,
                    ("tiny", "cpu"): 10}  # default start-up allowance  # fmt: skip
@@ -216,7 +216,11 @@ def judge(run, data_dir, verdict_dir, profile, test_if_val_below):
                 EVAL_TOKENS[profile], run["seed"] * 2 + salt, device)  # fmt: skip
             val_bpb = score(tokens, token_bytes, 0)
             test_bpb = None
-            if test_if_val_below is not None and math.isfinite(val_bpb) and val_bpb < test_if_val_below:
+            if (
+                test_if_val_below is not None
+                and math.isfinite(val_bpb)
+                and val_bpb < test_if_val_below
+            ):
                 test_tokens, test_bytes, _ = load_split(data_dir, "test")
                 test_bpb = score(test_tokens, test_bytes, 1)
     except evaluation.RejectedModel as e:
@@ -330,7 +334,9 @@ def evaluate_phase(data_dir, output_dir, profile, test_if_val_below=None):
         )
     verdict_dir = os.path.join(output_dir, "verdict")
     try:
-        run = json.loads(evaluation.read_regular_file(os.path.join(verdict_dir, "run.json"), 1 << 20))
+        run = json.loads(
+            evaluation.read_regular_file(os.path.join(verdict_dir, "run.json"), 1 << 20)
+        )
     except (evaluation.RejectedModel, ValueError) as e:
         raise HarnessError(f"no record of a training run in {verdict_dir}: {e}") from None
     result = judge(run, data_dir, verdict_dir, profile, test_if_val_below)

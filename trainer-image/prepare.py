@@ -223,7 +223,7 @@ def encode_splits(paths, tokenizer, bin_paths):
     counts = {split: 0 for split in bin_paths}
     text_bytes = {split: 0 for split in bin_paths}
     batch = []
-    files = {split: open(path + ".tmp", "wb") for split, path in bin_paths.items()}
+    files = {split: open(path + ".tmp", "wb") for split, path in bin_paths.items()}  # noqa: SIM115
 
     def flush():
         encodings = tokenizer.encode_batch([text for _, text in batch])

@@ -57,7 +57,9 @@ def container_problem(data_dir):
     if os.getpid() != 1:
         return ("the harness is not PID 1 of its own PID namespace (a container's main process), "
                 "so the child could stop its clock or outlive it")  # fmt: skip
-    hidden = [split for split in ("val", "test", "raw") if os.path.exists(os.path.join(data_dir, split))]
+    hidden = [
+        split for split in ("val", "test", "raw") if os.path.exists(os.path.join(data_dir, split))
+    ]
     if hidden:
         return f"{data_dir} shows {', '.join(hidden)}: mount only the train split for training"
     return None

@@ -56,7 +56,8 @@ def data_dir(sources: list[str], tmp_path_factory: pytest.TempPathFactory) -> Pa
 def run_train_py(data_dir: Path, tmp_path: Path):
     """Run the harness on train.py source text: `result, output_dir = run_train_py(text, ...)`."""
 
-    def run(source: str, time_budget: float = 3.0, grace: float = 60.0, sandbox: str = "auto"):
+    def run(source: str, time_budget: float = 3.0, startup_seconds: float = 5.0, sandbox: str = "auto",
+            seed: int = 0, test_if_val_below: float | None = None):  # fmt: skip
         train_py = tmp_path / "candidate_train.py"
         train_py.write_text(source)
         output_dir = tmp_path / "out"
@@ -65,8 +66,10 @@ def run_train_py(data_dir: Path, tmp_path: Path):
             str(data_dir),
             str(output_dir),
             time_budget=time_budget,
-            grace=grace,
+            startup_seconds=startup_seconds,
             profile="tiny",
+            seed=seed,
+            test_if_val_below=test_if_val_below,
             sandbox=sandbox,
             device="cpu",
         )

@@ -1,10 +1,12 @@
-"""prepare.py: idempotent, exact byte counts, a pinned val split, downloads that retry, and the
-GPU peak-FLOPs table that MFU is computed against."""
+"""prepare.py: idempotent, exact byte counts, pinned val and held-out test splits, downloads that
+retry, a data dir of the old layout rebuilt, and the GPU peak-FLOPs table that MFU is computed
+against."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -29,25 +31,28 @@ def test_second_prepare_does_no_work(data_dir: Path, sources: list[str]) -> None
     assert sorted(p for p in data_dir.rglob("*") if p.is_file()) == files
 
 
-def test_layout_keeps_val_out_of_the_train_folder(data_dir: Path) -> None:
+def test_layout_keeps_val_and_test_out_of_the_train_folder(data_dir: Path) -> None:
     assert {p.name for p in (data_dir / "train").iterdir()} == {
         "tokenizer.json", "token_bytes.npy", "train.bin", "meta.json"
     }  # fmt: skip
-    assert {p.name for p in (data_dir / "val").iterdir()} == {
-        "val.bin",
-        "token_bytes.npy",
-        "meta.json",
-    }
+    for split in ("val", "test"):
+        assert {p.name for p in (data_dir / split).iterdir()} == {
+            f"{split}.bin", "token_bytes.npy", "meta.json"
+        }  # fmt: skip
 
 
-def test_val_byte_count_is_exact_even_for_tokens_that_split_a_character(
-    data_dir: Path, unicode_tail: str
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_byte_counts_are_exact_even_for_tokens_that_split_a_character(
+    data_dir: Path, unicode_tail: str, split: str
 ) -> None:
     tokenizer = Tokenizer.from_file(str(data_dir / "train" / "tokenizer.json"))
-    token_bytes = np.load(data_dir / "val" / "token_bytes.npy")
-    val = load_split(data_dir, "val")
+    token_bytes = np.load(data_dir / split / "token_bytes.npy")
+    val = load_split(data_dir, split)
     val_text = tokenizer.decode(val.tolist(), skip_special_tokens=True)
-    meta = json.loads((data_dir / "val" / "meta.json").read_text())
+    meta = json.loads((data_dir / split / "meta.json").read_text())
+    if split == "val":  # the tail lies in the test split; val's count must be exact all the same
+        assert int(token_bytes[val].sum()) == len(val_text.encode("utf-8")) == meta["num_bytes"]
+        return
 
     assert unicode_tail in val_text
     assert int(token_bytes[val].sum()) == len(val_text.encode("utf-8")) == meta["num_bytes"]
@@ -59,18 +64,34 @@ def test_val_byte_count_is_exact_even_for_tokens_that_split_a_character(
     assert token_bytes[tokenizer.token_to_id(prepare.BOS_TOKEN)] == 0
 
 
-def test_val_split_is_the_pinned_tail_and_disjoint_from_train(
+def test_val_and_test_are_pinned_tails_disjoint_from_train(
     data_dir: Path, sources: list[str]
 ) -> None:
     tokenizer = Tokenizer.from_file(str(data_dir / "train" / "tokenizer.json"))
     corpus = "".join(Path(s).read_text(encoding="utf-8") for s in sources)
-    train_text = tokenizer.decode(load_split(data_dir, "train").tolist(), skip_special_tokens=True)
-    val_text = tokenizer.decode(load_split(data_dir, "val").tolist(), skip_special_tokens=True)
+    text = {
+        split: tokenizer.decode(load_split(data_dir, split).tolist(), skip_special_tokens=True)
+        for split in ("train", "val", "test")
+    }
+    assert text["train"] + text["val"] + text["test"] == corpus  # each character once, in order
+    assert corpus.endswith(text["val"] + text["test"])
+    assert 0.09 < len(text["val"]) / len(corpus) < 0.11
+    assert 0.04 < len(text["test"]) / len(corpus) < 0.06
+    assert text["train"].endswith("\n") and text["val"].endswith("\n")  # cuts at line starts
 
-    assert train_text + val_text == corpus  # every character in exactly one split, in order
-    assert corpus.endswith(val_text)
-    assert 0.09 < len(val_text) / len(corpus) < 0.11
-    assert train_text.endswith("\n")  # the cut falls at a line start
+
+def test_a_data_dir_of_the_old_layout_is_rebuilt_with_a_test_split(
+    sources: list[str], tmp_path: Path
+) -> None:
+    prepare.prepare(sources[1:], str(tmp_path), vocab_size=300)
+    meta = tmp_path / "train" / "meta.json"
+    old = json.loads(meta.read_text())
+    del old["layout"]  # as prepare.py wrote it before the test split existed
+    meta.write_text(json.dumps(old))
+    shutil.rmtree(tmp_path / "test")
+    written = prepare.prepare(sources[1:], str(tmp_path), vocab_size=300)
+    assert str(tmp_path / "test" / "test.bin") in written
+    assert json.loads(meta.read_text())["layout"] == prepare.LAYOUT
 
 
 def test_sources_download_over_http_with_retries(
@@ -118,8 +139,10 @@ def test_parquet_shards_are_read_document_by_document(tmp_path: Path) -> None:
     prepare.prepare(sources, str(tmp_path / "data"), vocab_size=300)
 
     bos = json.loads((tmp_path / "data" / "train" / "meta.json").read_text())["bos_token_id"]
-    tokens = np.concatenate([load_split(tmp_path / "data", split) for split in ("train", "val")])
-    assert (tokens == bos).sum() == len(docs) + 1  # one per document; the one cut in two has two
+    splits = ("train", "val", "test")
+    tokens = np.concatenate([load_split(tmp_path / "data", split) for split in splits])
+    # one per document; a document cut by the val or the test boundary has two
+    assert len(docs) + 1 <= (tokens == bos).sum() <= len(docs) + 2
 
 
 def test_parquet_without_pyarrow_says_what_to_install(
