@@ -87,18 +87,20 @@ def main() -> None:
             f"experiment {rec.experiment} has no timing"
         )
         assert rec.finished_at is not None and rec.started_at is not None
-        run = json.loads((executor.output_dir(rec.experiment) / "run.json").read_text())
-        done = re.search(r"done: .* ([0-9.]+)s in all", run["log_tail"])
-        child_all = float(done.group(1)) if done else run["wall_seconds"]
-        train = r.training_seconds or 0.0
+        verdict = executor.output_dir(rec.experiment) / "verdict"
+        run = json.loads((verdict / "run.json").read_text())  # the harness's record of the child
+        child = run["training_seconds"]  # the harness's clock: child spawn -> exit or kill
+        done = re.search(r"done: .* ([0-9.]+)s of training, ([0-9.]+)s in all", run["log_tail"])
+        train, child_all = (float(done[1]), float(done[2])) if done else (child, child)
         wall = m["recorded"] - m["begin"]
         rows.append({
-            "exp": rec.experiment, "outcome": rec.outcome.value, "wall": wall, "train": train,
+            "exp": rec.experiment, "outcome": rec.outcome.value, "wall": wall,
+            "train": train,  # train.py's own training loop (its claim)
             "propose": m["training"] - m["begin"],  # proposal wait not hidden by prefetch + commit
             "harness_start": rec.finished_at - rec.started_at - r.total_seconds,  # interpreter, imports
-            "child_start": run["wall_seconds"] - child_all,  # sandbox + the child's imports
-            "warmup_export": child_all - train,  # excluded warm-up/compile steps, model export
-            "evaluate": r.total_seconds - run["wall_seconds"],  # causality check + val_bpb
+            "child_start": child - child_all,  # sandbox + the child's imports
+            "warmup_export": child_all - train,  # model build, first step, model export
+            "evaluate": r.total_seconds - child,  # causality check + val_bpb
             "duty": args.time_budget / wall,
         })  # fmt: skip
     cols = ["exp", "outcome", "wall", "train", "propose", "harness_start", "child_start",
