@@ -64,9 +64,10 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator tests trainer-image hack benchmarks
 	$(VENV)/bin/mypy
 
-bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer throughput (gpu_check.py, tiny, CPU)
+bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer throughput (gpu_check.py, tiny, CPU), honest runs vs harness attacks
 	$(PY) benchmarks/duty_cycle.py --corpus $(CORPUS)
 	$(PY) benchmarks/gpu_check.py --corpus $(CORPUS) --profile tiny --time-budget 30 --device cpu --report $(RUNS)/trainer-throughput.json
+	$(PY) benchmarks/harness_attacks.py --corpus $(CORPUS) --data-cache $(RUNS)/bench-data --workdir $(RUNS)/harness-attacks --report $(RUNS)/harness-attacks.json
 
 # With PY=python3 (a GPU machine's own torch, no network) it neither builds .venv nor installs bwrap.
 gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),venv sandbox-tools) ## The GPU path in one run: full profile, 300 s, cuda; tokens/s, MFU, val/test bpb, duty -> runs/gpu-check.json
