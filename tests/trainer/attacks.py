@@ -20,6 +20,7 @@ class Attack:
     name: str
     what: str  # the attack, in one sentence
     outcome: str  # "timeout", "rejected-by-harness", "exception" or "ok" (an ok run gains nothing)
+    because: str = ""  # words the harness's detail must contain: which defence caught it
 
     def source(self, baseline: str) -> str:
         return BUILDERS[self.name](baseline)
@@ -94,9 +95,9 @@ def stateful_model(baseline: str) -> str:
 def peek_next_token(baseline: str) -> str:
     """Attention that also sees the next position, and only at every 16th position."""
     return edit(baseline, "        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)\n",
-                "        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()\n"
-                "        rows = torch.arange(T - 1, device=x.device)\n"
-                "        mask[rows, rows + 1] = (rows % 16) == 0\n"
+                "        i = torch.arange(T, device=x.device)\n"
+                "        mask = (i[None, :] <= i[:, None]) | ((i[None, :] == i[:, None] + 1)\n"
+                "                                             & (i[:, None] % 16 == 0))\n"
                 "        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n")  # fmt: skip
 
 
@@ -150,30 +151,19 @@ BUILDERS = {
 }
 
 ATTACKS = [
-    Attack("redefine-budget", "rebinds prepare's deadline and trains past it", "timeout"),
-    Attack(
-        "train-in-startup-and-beyond",
-        "trains in the start-up allowance, then a whole budget more",
-        "timeout",
-    ),  # fmt: skip
-    Attack("ignore-deadline", "trains a fixed number of steps whatever the clock says", "timeout"),
-    Attack(
-        "leave-process", "leaves a daemon behind to forge the verdict after the kill", "exception"
-    ),
-    Attack(
-        "stateful-model",
-        "carries the previous window's tokens between forward calls",
-        "rejected-by-harness",
-    ),  # fmt: skip
-    Attack(
-        "peek-next-token",
-        "lets every 16th position attend to the next token",
-        "rejected-by-harness",
-    ),  # fmt: skip
-    Attack(
-        "pickle-export",
-        "exports a pickle that runs code on load, and a graph naming os.system",
-        "rejected-by-harness",
-    ),  # fmt: skip
+    Attack("redefine-budget", "rebinds prepare's deadline and trains past it", "timeout",
+           "end of its window"),
+    Attack("train-in-startup-and-beyond", "trains in the start-up allowance, then a whole window more",
+           "timeout", "end of its window"),
+    Attack("ignore-deadline", "trains a fixed number of steps whatever the clock says", "timeout",
+           "end of its window"),
+    Attack("leave-process", "leaves a daemon behind to forge the verdict after the kill",
+           "exception", "without exporting"),
+    Attack("stateful-model", "carries the previous window's tokens between forward calls",
+           "rejected-by-harness", "writes to its inputs"),
+    Attack("peek-next-token", "lets every 16th position attend to the next token (no in-place op)",
+           "rejected-by-harness", "sees the future"),
+    Attack("pickle-export", "exports a pickle that runs code on load, and a graph naming os.system",
+           "rejected-by-harness", "not an ATen operator"),
     Attack("forge-files", "writes a fake result, run record and stats beside its export", "ok"),
-]
+]  # fmt: skip

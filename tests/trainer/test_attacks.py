@@ -42,6 +42,7 @@ def test_an_attacking_candidate_gains_nothing(attack, run_train_py, baseline_tra
                                       startup_seconds=12)  # fmt: skip
     expected = "ok" if attack.outcome == "ok" else ("crash", attack.outcome)
     assert (result["status"] if attack.outcome == "ok" else (result["status"], result["reason"])) == expected, result["detail"]  # fmt: skip
+    assert attack.because in (result["detail"] or ""), result["detail"]
     window = 12 + 2 + harness.EXPORT_SECONDS["tiny"]
     assert result["training_seconds"] < window + 5  # the harness's clock, not the candidate's
     assert not survivors("autoresearch-attack-marker"), "a process outlived the harness"
