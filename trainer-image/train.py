@@ -53,8 +53,8 @@ WEIGHT_DECAY = 0.1  # decoupled, on the Muon matrices only
 MUON_MOMENTUM = 0.95  # Muon's Nesterov momentum
 ADAM_BETA1 = 0.8  # AdamW beta1
 ADAM_BETA2 = 0.95  # AdamW beta2
-WARMUP_RATIO = 0.0  # fraction of the training time spent ramping the LR up
-WARMDOWN_RATIO = 0.5  # fraction of the training time spent ramping the LR down
+WARMUP_RATIO = 0.0  # fraction of the time budget spent ramping the LR up
+WARMDOWN_RATIO = 0.5  # fraction of the time budget spent ramping the LR down
 FINAL_LR_FRAC = 0.0  # LR at the end, as a fraction of the peak
 GRAD_CLIP = 1.0  # max global grad norm (0 disables)
 
