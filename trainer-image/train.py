@@ -292,7 +292,8 @@ while True:
         print(f"FAIL: loss diverged (nan/inf or > 100) at step {step}: {loss_value}")
         sys.exit(1)
     dt = time.time() - t0
-    first_step_seconds = first_step_seconds or time.time() - t_start  # import, build, compile
+    if first_step_seconds is None:  # import, build and (on a GPU) compile: not throughput
+        first_step_seconds, steady_start = time.time() - t_start, time.time()
     step += 1
     if step % LOG_EVERY == 0 or step == 1:
         print(
@@ -307,9 +308,10 @@ while True:
 # ---------------------------------------------------------------------------
 
 training_time = time.time() - train_start
-tokens_per_second = step * tokens_per_step / training_time
+steady_seconds = time.time() - steady_start
+tokens_per_second = (step - 1) * tokens_per_step / steady_seconds if step > 1 else None
 peak_flops = device_peak_flops(device)
-mfu = 100 * fpt * tokens_per_second / peak_flops if peak_flops else None
+mfu = 100 * fpt * tokens_per_second / peak_flops if peak_flops and tokens_per_second else None
 save_model_for_eval(model)
 write_stats(  # informative claims: the harness reports them as such and measures time itself
     num_steps=step,
