@@ -186,6 +186,9 @@ def judge(run, data_dir, verdict_dir, profile, test_if_val_below):
     def crash(reason, detail, num_params=None):
         return make_result(run, "crash", reason, detail, claims=claims, num_params=num_params)
 
+    if run.get("terminated"):
+        return crash("exception", "training was stopped by SIGTERM: the pod was deleted, or the "
+                     "candidate signalled the harness")  # fmt: skip
     if run["score_line"] is not None:
         return crash("rejected-by-harness", f"train.py printed its own score "
                      f"({run['score_line']!r}); only the harness measures val_bpb")  # fmt: skip
@@ -357,6 +360,10 @@ def run_harness(train_py, data_dir, output_dir, time_budget=300.0, startup_secon
     return evaluate_phase(data_dir, output_dir, profile, test_if_val_below)
 
 
+def terminate(*_):
+    raise sandbox.Terminated
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Train a candidate train.py and measure val_bpb")
     parser.add_argument("--train-py", help="the candidate train.py (phases all and train)")
@@ -376,7 +383,7 @@ def main(argv=None):
     parser.add_argument("--termination-log", help="also write the result JSON (< 4 KiB) here, "
                         "e.g. /dev/termination-log in a pod")  # fmt: skip
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the child is killed too
+    signal.signal(signal.SIGTERM, terminate)  # unwind, so the child is killed too
     sandbox.protect_harness()
     if args.termination_log:
         os.environ["AUTORESEARCH_TERMINATION_LOG"] = args.termination_log
@@ -396,6 +403,8 @@ def main(argv=None):
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except sandbox.Terminated:
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ NAN_LINE = re.compile(r"^FAIL: .*(nan|inf|diverg)", re.IGNORECASE)  # train.py's
 PR_SET_DUMPABLE = 4
 
 
+class Terminated(BaseException):
+    """The harness got SIGTERM (raised by its handler, so the child is killed on the way out)."""
+
+
 class SandboxError(Exception):
     """No sandbox of the kind asked for can run here."""
 
@@ -202,7 +206,16 @@ def run_child(command, env, cwd, log_path, timeout, sandbox_kind):
         run["timed_out"] = True
         kill_group(proc)
         run["returncode"] = proc.wait()
-    except BaseException:  # Ctrl-C or SIGTERM of the harness: never leave a training run behind
+    except Terminated:
+        kill_group(proc)
+        if sandbox_kind != "container":
+            raise  # Ctrl-C or a stop of the local loop: no verdict, the loop re-runs it
+        # As PID 1, SIGTERM comes from the pod's deletion or from the child itself (the only
+        # signal it can send us): end the run as a crash, never as a missing verdict.
+        kill_everything_else()
+        run["terminated"] = True
+        run["returncode"] = proc.wait()
+    except BaseException:  # Ctrl-C of the harness: never leave a training run behind
         kill_group(proc)
         if sandbox_kind == "container":
             kill_everything_else()

@@ -130,6 +130,37 @@ def test_in_a_container_the_harness_is_pid_1_and_nothing_outlives_it(
     run = json.loads((out / "verdict" / "run.json").read_text())
     assert run["sandbox"] == "container" and run["returncode"] == 0
 
+    # the candidate's only handle on PID 1 is a signal: STOP and KILL are dropped by the kernel,
+    # TERM ends the run as a crash with a verdict, never a stopped clock or a missing record
+    train_py.write_text(
+        "import os, signal, time\n"
+        "for sig in (signal.SIGSTOP, signal.SIGKILL):\n"
+        "    os.kill(1, sig)\n"
+        "print('still here', flush=True)\n"
+        "time.sleep(1)\n"
+        "os.kill(1, signal.SIGTERM)\n"
+        "time.sleep(600)\n"
+    )
+    signalled = subprocess.run(
+        ["unshare", "--pid", "--fork", "--kill-child", "--", sys.executable,
+         str(TRAINER_DIR / "harness.py"), "--phase", "train", "--sandbox", "container",
+         "--train-py", str(train_py), "--data-dir", str(train_only), "--output-dir", str(out),
+         "--profile", "tiny", "--device", "cpu", "--time-budget", "2", "--startup-seconds", "3"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert signalled.returncode == 0, signalled.stderr
+    assert "still here" in signalled.stdout
+    run = json.loads((out / "verdict" / "run.json").read_text())
+    assert run["terminated"] and run["training_seconds"] < 10
+    evaluated = subprocess.run(
+        [sys.executable, str(TRAINER_DIR / "harness.py"), "--phase", "evaluate", "--data-dir",
+         str(data_dir), "--output-dir", str(out), "--profile", "tiny"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    result = json.loads((out / "result.json").read_text())
+    assert (result["status"], result["reason"]) == ("crash", "exception"), evaluated.stderr
+    assert "SIGTERM" in result["detail"]
+
     # the same harness outside a PID namespace of its own refuses the container mode
     refused = subprocess.run(
         [sys.executable, str(TRAINER_DIR / "harness.py"), "--phase", "train", "--sandbox",
