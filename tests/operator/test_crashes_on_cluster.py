@@ -83,7 +83,7 @@ def test_a_bug_a_cheat_and_a_hang_each_crash_with_their_reason(
     details = {e["experiment"]: e.get("detail", "") for e in final["recentExperiments"]}
     assert "candidate bug" in details[1]
     assert "sees the future" in details[2]
-    assert "killed after" in details[3]
+    assert "end of its window" in details[3]
     assert final["counts"]["crashed"] == 3 and final["counts"]["kept"] == 1
 
     # The key went to the LLM, from the operator, and nowhere else.
