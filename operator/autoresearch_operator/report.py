@@ -74,7 +74,8 @@ def plot_progress(
     titles: dict[str, str] | None = None,
 ) -> Path:
     """val_bpb per experiment, the running best as a step line, kept experiments labelled, and
-    beside each kept one (the baseline included) its test_bpb on the held-out split, hollow.
+    beside each kept one (the baseline included) its test_bpb on the held-out split, hollow, and
+    below, each run's tokens/s, so load swings show beside the scores.
 
     `titles` replaces an org's panel title (e.g. to say that only a recent window is shown)."""
     import matplotlib
@@ -86,8 +87,9 @@ def plot_progress(
     orgs = [o for o, recs in all_records.items() if recs]
     if not orgs:
         raise ValueError("no experiments recorded yet: nothing to plot")
-    fig, axes = plt.subplots(len(orgs), 1, figsize=(11, 3.6 * len(orgs)), squeeze=False)
-    for ax, org in zip(axes[:, 0], orgs, strict=True):
+    fig, axes = plt.subplots(2 * len(orgs), 1, figsize=(11, 4.6 * len(orgs)), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1] * len(orgs)})  # fmt: skip
+    for ax, speed_ax, org in zip(axes[0::2, 0], axes[1::2, 0], orgs, strict=True):
         recs = all_records[org]
         ok = [r for r in recs if r.outcome is not Outcome.CRASH and r.val_bpb is not None]
         disc = [r for r in ok if r.outcome is Outcome.DISCARD]
@@ -142,6 +144,17 @@ def plot_progress(
             label = r.description if len(r.description) <= 40 else r.description[:37] + "..."
             ax.annotate(label, (r.experiment, r.val_bpb), textcoords="offset points", xytext=(4, 6),
                         fontsize=7, rotation=20, color="#1b6b40")  # fmt: skip
+        speed = [r for r in recs if r.result is not None and r.result.tokens_per_second]
+        # load swings: a slow run is a busier machine as often as a worse candidate
+        speed_ax.bar([r.experiment for r in speed],
+                     [r.result.tokens_per_second for r in speed if r.result], color="#6c8ebf")  # fmt: skip
+        if not speed:
+            speed_ax.text(0.5, 0.5, "no tokens/s recorded", transform=speed_ax.transAxes,
+                          ha="center", va="center", fontsize=8, color="#888888")  # fmt: skip
+        speed_ax.set_ylabel("tokens/s\n(train.py's claim)", fontsize=8)
+        speed_ax.sharex(ax)
+        speed_ax.tick_params(labelsize=7)
+        speed_ax.grid(alpha=0.3)
         ax.set_title((titles or {}).get(org) or f"{org}: {len(recs)} experiments, {len(kept)} kept")
         ax.set_xlabel("experiment")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
