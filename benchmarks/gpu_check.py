@@ -56,6 +56,9 @@ import torch  # noqa: E402
 import harness  # noqa: E402  (its window: start-up, export and evaluation allowances)
 import prepare  # noqa: E402  (the GPU peak table that train.py's MFU divides by)
 
+sys.path.insert(0, str(REPO / "operator"))  # harness_cli is stdlib only: no install needed
+from autoresearch_operator.harness_cli import harness_args  # noqa: E402
+
 # Issue 9's targets, for the full profile on a GPU (the reference reports 39.8 % MFU on an H100).
 TARGET_MFU_PERCENT = 40.0
 TARGET_DUTY_CYCLE = 0.93
@@ -105,22 +108,13 @@ def prepare_command(source: str, data_dir: Path, vocab_size: int | None) -> list
 
 
 def harness_command(args: argparse.Namespace, data_dir: Path, output_dir: Path) -> list[str]:
-    command = [
-        sys.executable, "-u", str(TRAINER_DIR / "harness.py"),
-        "--train-py", str(args.train_py),
-        "--data-dir", str(data_dir),
-        "--output-dir", str(output_dir),
-        "--profile", args.profile,
-        "--time-budget", str(args.time_budget),
-        "--device", args.device,
-        "--test-if-val-below", "inf",  # always score the held-out test split too
-        "--sandbox", args.sandbox,
-    ]  # fmt: skip
-    if args.startup_seconds is not None:
-        command += ["--startup-seconds", str(args.startup_seconds)]
-    if args.seed is not None:
-        command += ["--seed", str(args.seed)]
-    return command
+    """The same command line the executors build (harness_cli), always scoring the test split."""
+    return [sys.executable, "-u", str(TRAINER_DIR / "harness.py"), *harness_args(
+        train_py=str(args.train_py), data_dir=str(data_dir), output_dir=str(output_dir),
+        profile=args.profile, time_budget=args.time_budget,
+        startup_seconds=startup_allowance(args), seed=args.seed if args.seed is not None else 0,
+        sandbox=args.sandbox, device=args.device, test_if_val_below=math.inf,
+    )]  # fmt: skip
 
 
 def resolved_device(device: str) -> str:
@@ -346,7 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--time-budget", type=float, default=300.0, help="seconds of training")
     add("--device", choices=["auto", "cpu", "cuda"], default="cuda")
     add("--startup-seconds", type=float, help="start-up allowance (default: the harness's)")
-    add("--seed", type=int, help="data-order seed (default: the harness's)")
+    add("--seed", type=int, help="data-order seed (default: 0, the harness's)")
     add("--sandbox", choices=["auto", "bwrap", "container"], default="auto")
     add("--vocab-size", type=int, help="tokenizer vocabulary (default: prepare.py's)")
     add("--train-py", type=Path, default=TRAINER_DIR / "train.py")
