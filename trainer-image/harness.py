@@ -58,6 +58,7 @@ STATS_LIMIT = 1 << 16  # bytes of stats.json read
 # What the child says about itself: reported, marked as its claims, never used for a decision.
 CLAIMS = {"num_steps": int, "total_tokens_M": float, "tokens_per_second": float,
           "mfu_percent": float, "peak_vram_mb": float, "first_step_seconds": float}  # fmt: skip
+REPORTED_CLAIMS = [name for name in CLAIMS if name != "first_step_seconds"]  # TrainResult's fields
 SUMMARY_KEYS = ["val_bpb", "test_bpb", "training_seconds", "total_seconds", "peak_vram_mb",
                 "mfu_percent", "total_tokens_M", "tokens_per_second", "num_steps", "num_params_M",
                 "seed", "status", "reason", "detail"]  # fmt: skip
@@ -110,8 +111,8 @@ def make_result(run, status, reason=None, detail=None, val_bpb=None, test_bpb=No
         "export_seconds": run["export_seconds"],
         "seed": run["seed"],
         "num_params_M": num_params / 1e6 if num_params is not None else None,
-        **{name: claims.get(name) for name in CLAIMS if name != "first_step_seconds"},
-        "claimed": sorted(claims),
+        **{name: claims.get(name) for name in REPORTED_CLAIMS},
+        "claimed": sorted(name for name in claims if name in REPORTED_CLAIMS),
         "log_tail": run["log_tail"],
     }
 
