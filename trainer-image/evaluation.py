@@ -125,9 +125,7 @@ def without_dropout(target, op, name, off):
 
 def decode_value(value, device, names):
     """A checked JSON argument, as a function of the interpreter's environment."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return lambda env: value
-    if isinstance(value, float):
+    if value is None or isinstance(value, (bool, int, float, str)):
         return lambda env: value
     if isinstance(value, list):
         items = [decode_value(v, device, names) for v in value]
