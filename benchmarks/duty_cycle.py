@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 from autoresearch_operator.cli import ensure_prepared
+from autoresearch_operator.core.gitrepo import OrgRepo
+from autoresearch_operator.core.journal import Journal
+from autoresearch_operator.core.loop import ResearchLoop
+from autoresearch_operator.core.records import ExperimentRecord
 from autoresearch_operator.executor import LocalExecutor, baseline_train_py
-from autoresearch_operator.gitrepo import OrgRepo
-from autoresearch_operator.journal import Journal
-from autoresearch_operator.loop import ResearchLoop
 from autoresearch_operator.proposers import make_proposer
-from autoresearch_operator.records import ExperimentRecord
 from autoresearch_operator.spec import org_from_resource
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from . import report
+from .core.gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
+from .core.journal import Journal
+from .core.loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from .executor import TRAINER_DIR, LocalExecutor, baseline_train_py
-from .gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
-from .journal import Journal
-from .loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from .proposers import ProposerConfigError, make_proposer
 from .spec import Org, OrgSpecError, load_orgs
 
@@ -218,17 +218,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def print_comparison(summaries: list[report.OrgSummary], title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for col in ("org", "proposer", "best", "best test_bpb", "baseline", "Δ", "experiments",
-                "kept", "discarded", "crashed", "keep rate", "GPU time", "LLM tokens"):  # fmt: skip
+    for col in ("org", "proposer", "best (runs)", "best test_bpb", "baseline", "Δ", "σ (runs)",
+                "experiments", "kept", "discarded", "crashed", "confirmed", "keep rate",
+                "GPU time", "of it verifying", "LLM tokens"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("org", "proposer") else "right")
     for s in sorted(summaries, key=lambda s: (s.best is None, s.best or 0.0)):
         table.add_row(
-            s.org, s.proposer, _fmt(s.best), _fmt(s.best_test), _fmt(s.baseline),
-            _fmt(s.improvement, "+.4f"), str(s.experiments), str(s.kept), str(s.discarded),
-            str(s.crashed), _fmt(s.keep_rate, ".0%"), f"{s.gpu_seconds / 60:.1f} min",
-            str(s.llm_tokens),
+            s.org, s.proposer, _with_n(s.best, s.best_runs), _fmt(s.best_test), _fmt(s.baseline),
+            _fmt(s.improvement, "+.4f"), _with_n(s.sigma, s.sigma_runs), str(s.experiments),
+            str(s.kept), str(s.discarded), str(s.crashed), str(s.confirmed),
+            _fmt(s.keep_rate, ".0%"), f"{s.gpu_seconds / 60:.1f} min",
+            f"{s.verification_gpu_seconds / 60:.1f} min", str(s.llm_tokens),
         )  # fmt: skip
     console.print(table)
+    console.print(
+        "best: the mean over the best commit's runs; σ: how much val_bpb varies between runs "
+        "of the same code; confirmed: candidates that went past the screening run",
+        style="dim",
+    )
+
+
+def _with_n(x: float | None, n: int | None) -> str:
+    return _fmt(x) if x is None or not n else f"{x:.4f} ({n})"
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

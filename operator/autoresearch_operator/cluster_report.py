@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .records import ExperimentRecord, Outcome, TrainResult
+from .core.records import ExperimentRecord, Outcome, TrainResult
 from .report import OrgSummary
 
 GROUP, VERSION, PLURAL = "autoresearch.dev", "v1alpha1", "researchorgs"
@@ -77,6 +77,11 @@ def summary_from_org(org: dict[str, Any], label: str) -> OrgSummary:
         best_test=(status.get("best") or {}).get("testBpb"),
         gpu_seconds=float(status.get("gpuSeconds") or 0.0),
         llm_tokens=int(status.get("llmTokens") or 0),
+        best_runs=(status.get("best") or {}).get("runs"),
+        sigma=(status.get("noise") or {}).get("sigma"),
+        sigma_runs=(status.get("noise") or {}).get("runs") or None,
+        confirmed=int(counts.get("confirmed", 0)),
+        verification_gpu_seconds=float(status.get("verificationGpuSeconds") or 0.0),
     )
 
 

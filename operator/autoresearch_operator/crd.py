@@ -55,9 +55,10 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out["items"] = _structural(node.get("items", {"type": "object"}), defs)
         if out["items"].get("type") == "object" and "properties" not in out["items"]:
             out["items"]["x-kubernetes-preserve-unknown-fields"] = True
-    if not isinstance(out.get("exclusiveMinimum", True), bool):  # OpenAPI v3.0's boolean form
-        out["minimum"] = out.pop("exclusiveMinimum")
-        out["exclusiveMinimum"] = True
+    for bound, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if not isinstance(out.get(bound, True), bool):  # OpenAPI v3.0's boolean form
+            out[inclusive] = out.pop(bound)
+            out[bound] = True
     return out
 
 
@@ -91,11 +92,18 @@ def _t(kind: str, doc: str, **extra: Any) -> dict[str, Any]:
 def _result(description: str) -> dict[str, Any]:
     return _obj(
         description,
-        valBpb=_t("number", "Validation bits per byte (lower is better)."),
+        valBpb=_t(
+            "number",
+            "Validation bits per byte (lower is better): the mean over the commit's measurement "
+            "runs (noise runs, confirmation runs and re-runs; the screening run only when there "
+            "is no other).",
+        ),
+        valBpbSd=_t("number", "Standard deviation of val_bpb over those runs."),
+        runs=_t("integer", "How many runs valBpb is the mean of."),
         testBpb=_t(
             "number",
-            "Bits per byte on the held-out test split, which no keep decision reads: the "
-            "harness scores it for the baseline and for every candidate that could be kept.",
+            "Bits per byte on the held-out test split, which no keep decision reads: the mean "
+            "over the same runs, for those the harness scored on it.",
         ),
         commit=_t("string", "The git commit of the candidate train.py."),
         experiment=_t("integer", "Experiment number (0 is the unmodified baseline)."),
@@ -112,10 +120,21 @@ def status_schema() -> dict[str, Any]:
             "string",
             "For crashes: exception, nan, timeout, rejected-by-harness, invalid-proposal, infrastructure.",
         ),
-        detail=_t("string", "One sentence on why it crashed."),
-        valBpb=_t("number", "val_bpb of this experiment."),
+        detail=_t(
+            "string",
+            "One sentence on why it was kept, discarded (the keep policy's test) or crashed.",
+        ),
+        valBpb=_t(
+            "number",
+            "val_bpb of this candidate: the mean of its confirmation runs, else its screening run.",
+        ),
         testBpb=_t(
-            "number", "test_bpb on the held-out split; only for runs scored on it (kept ones)."
+            "number", "test_bpb of its screening run on the held-out split, when it was scored."
+        ),
+        runs=_t("integer", "Runs trained for this experiment (champion re-runs included)."),
+        pValue=_t(
+            "number",
+            "p-value of the confirmation test (one-sided: improvement > minImprovement).",
         ),
         **{"description": _t("string", "The hypothesis (commit message).")},
         trainingSeconds=_t(
@@ -141,7 +160,26 @@ def status_schema() -> dict[str, Any]:
             kept=_t("integer", "Kept (baseline included)."),
             discarded=_t("integer", "Discarded."),
             crashed=_t("integer", "Crashed, including rejected proposals."),
-            running=_t("integer", "Running now."),
+            running=_t("integer", "Experiments with a run training now."),
+            confirming=_t(
+                "integer", "Promising experiments whose confirmation runs are under way."
+            ),
+            confirmed=_t("integer", "Experiments that went past screening to confirmation."),
+            runs=_t("integer", "Training runs recorded (screening, confirmation, re-runs)."),
+        ),
+        noise=_obj(
+            "The org's noise floor: how much val_bpb varies between runs of the same code.",
+            sigma=_t(
+                "number",
+                "Pooled standard deviation of val_bpb between runs of the same commit (the "
+                "baseline's noise runs, champion re-runs, confirmation runs).",
+            ),
+            runs=_t("integer", "Runs sigma is pooled from."),
+            df=_t("integer", "Its degrees of freedom (runs minus commits)."),
+        ),
+        verificationGpuSeconds=_t(
+            "number",
+            "The part of gpuSeconds spent on confirmation runs and champion re-runs.",
         ),
         gpuSeconds=_t(
             "number",
@@ -192,6 +230,13 @@ PRINTER_COLUMNS = [
         "description": "The best's test_bpb on the held-out split",
     },
     {"name": "Baseline", "type": "number", "jsonPath": ".status.baseline.valBpb"},
+    {
+        "name": "Sigma",
+        "type": "number",
+        "jsonPath": ".status.noise.sigma",
+        "description": "The org's noise floor (sigma of val_bpb between runs)",
+        "priority": 1,
+    },
     {"name": "Experiments", "type": "integer", "jsonPath": ".status.counts.total"},
     {"name": "Kept", "type": "integer", "jsonPath": ".status.counts.kept"},
     {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},

@@ -10,8 +10,8 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from .core.records import ExperimentRecord, Outcome, RunRecord
 from .executor import Progress as TrainProgress
-from .records import ExperimentRecord, Outcome
 from .spec import Org
 
 _COLOURS = {Outcome.KEEP: "green", Outcome.DISCARD: "white", Outcome.CRASH: "red"}
@@ -41,6 +41,7 @@ class LiveDisplay:
             Group(self.status, self.bars), console=console, refresh_per_second=4, transient=True
         )
         self._train_start = 0.0
+        self._verifying: dict[int, list[int]] = {}  # experiment -> [runs done, runs asked]
 
     def __enter__(self) -> LiveDisplay:
         self.live.__enter__()
@@ -55,13 +56,21 @@ class LiveDisplay:
         return "-" if self.best is None else f"{self.best:.4f}"
 
     def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
+        if phase == "confirming":  # detail: "N more runs and N re-runs of the best"
+            pairs = int(detail.split()[0]) if detail[:1].isdigit() else 0
+            self._verifying[experiment] = [0, 2 * pairs]
+            self.console.print(f"[{org}] #{experiment:<3} [cyan]promising[/]: confirming with "
+                               f"{detail}", highlight=False)  # fmt: skip
+        if phase == "verifying" and experiment in self._verifying:
+            done, asked = self._verifying[experiment]
+            phase, detail = f"confirming #{experiment}: run {done + 1}/{asked}", f"({detail})"
         self.status.plain = (
             f"[{org}] experiment {experiment + 1}/{self.total}: {phase} {detail}".rstrip()
         )
         self.bars.update(
             self.experiments, completed=experiment, info=f"best val_bpb {self._best()}"
         )
-        if phase == "training":
+        if phase.startswith(("training", "confirming #")):
             self._train_start = time.monotonic()
             self.bars.reset(self.training, total=self.budget, visible=True)
         if not self.console.is_terminal:
@@ -72,7 +81,19 @@ class LiveDisplay:
         elapsed = min(time.monotonic() - self._train_start, float(self.budget))
         self.bars.update(self.training, completed=elapsed, info=f"step {p.step or 0} loss {loss}")
 
+    def run_recorded(self, org: str, run: RunRecord) -> None:
+        """A confirmation run or champion re-run finished: one indented line each."""
+        if not run.role.verification:
+            return
+        if run.experiment in self._verifying:
+            self._verifying[run.experiment][0] += 1
+        bpb = "crashed" if run.val_bpb is None else f"val_bpb {run.val_bpb:.4f}"
+        who = "candidate" if run.role.value == "confirm" else "best     "
+        self.console.print(f"[{org}]      run {run.run} {who} seed {run.seed:<6} {bpb}",
+                           highlight=False)  # fmt: skip
+
     def recorded(self, org: str, rec: ExperimentRecord) -> None:
+        self._verifying.pop(rec.experiment, None)
         if rec.outcome is Outcome.KEEP:
             self.best = rec.val_bpb
         self.bars.update(self.training, visible=False)
@@ -83,6 +104,8 @@ class LiveDisplay:
         test = rec.result.test_bpb if rec.result else None
         held_out = "" if test is None else f" (test {test:.4f})"
         why = f" ({rec.reason}: {rec.detail})" if rec.outcome is Outcome.CRASH else ""
+        if rec.p_value is not None:
+            why = f"  p={rec.p_value:.3g} over {len(rec.runs)} runs"
         colour = _COLOURS[rec.outcome]
         self.console.print(
             f"[{org}] #{rec.experiment:<3} [{colour}]{rec.outcome.value:<7}[/] val_bpb {bpb}{held_out}  "

@@ -13,49 +13,18 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from .core.interfaces import Executor, ExperimentJob, Progress, ProgressCallback
+from .core.records import CrashReason, TrainResult
 from .harness_cli import harness_args
-from .records import CrashReason, TrainResult
+
+__all__ = ["Executor", "ExperimentJob", "LocalExecutor", "Progress", "ProgressCallback"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAINER_DIR = Path(os.environ.get("AUTORESEARCH_TRAINER_DIR", REPO_ROOT / "trainer-image"))
 _LOSS = re.compile(r"\bloss[\s:=]+([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)", re.IGNORECASE)
 _STEP = re.compile(r"^\s*step\s+(\d+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class ExperimentJob:
-    org: str
-    experiment: int
-    commit: str
-    train_py: str
-    time_budget: int
-    startup_seconds: int
-    profile: str
-    seed: int = 0  # the data-order seed the harness passes to train.py
-    test_if_val_below: float | None = None  # score the test split too when val_bpb is below
-
-
-@dataclass
-class Progress:
-    experiment: int
-    wall_seconds: float
-    step: int | None = None
-    loss: float | None = None
-    line: str = ""
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-class Executor(Protocol):
-    def run(
-        self, job: ExperimentJob, on_progress: ProgressCallback | None = None
-    ) -> TrainResult: ...
 
 
 def baseline_train_py() -> str:
@@ -111,11 +80,12 @@ class LocalExecutor:
         for proc in list(self._live):
             proc.terminate()
 
-    def output_dir(self, experiment: int) -> Path:
-        return self.experiments_dir / f"{experiment:04d}"
+    def output_dir(self, experiment: int, run: int = 0) -> Path:
+        """experiments/0007 for an experiment's first run, experiments/0007-run-2 for its third."""
+        return self.experiments_dir / (f"{experiment:04d}" + (f"-run-{run}" if run else ""))
 
     def run(self, job: ExperimentJob, on_progress: ProgressCallback | None = None) -> TrainResult:
-        out = self.output_dir(job.experiment)
+        out = self.output_dir(job.experiment, job.run)
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").unlink(missing_ok=True)
         train_py = out / "train.py"
@@ -157,7 +127,7 @@ class LocalExecutor:
     ) -> TrainResult:
         start = time.monotonic()
         tail: list[str] = []
-        progress = Progress(job.experiment, 0.0)
+        progress = Progress(job.experiment, 0.0, run=job.run)
         with (out / "harness.log").open("w") as log:
             proc = subprocess.Popen(
                 cmd,

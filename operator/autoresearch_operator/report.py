@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .journal import Journal
-from .records import ExperimentRecord, Outcome, best_record, gpu_seconds
+from .core.journal import Journal
+from .core.ledger import Ledger
+from .core.records import ExperimentRecord, Outcome
 
 
 @dataclass
@@ -22,6 +23,11 @@ class OrgSummary:
     best_test: float | None  # the best's score on the held-out test split
     gpu_seconds: float
     llm_tokens: int
+    best_runs: int | None = None  # runs the best's mean is over
+    sigma: float | None = None  # the noise floor: pooled sigma of val_bpb between runs
+    sigma_runs: int | None = None  # runs sigma is pooled from
+    confirmed: int = 0  # experiments that went past screening
+    verification_gpu_seconds: float = 0.0  # confirmation runs and champion re-runs
 
     @property
     def keep_rate(self) -> float | None:
@@ -36,24 +42,27 @@ class OrgSummary:
 
 
 def summarize(org: str, records: list[ExperimentRecord]) -> OrgSummary:
-    count = {o: sum(r.outcome is o for r in records) for o in Outcome}
-    baseline = next(
-        (r.val_bpb for r in records if r.experiment == 0 and r.outcome is Outcome.KEEP), None
-    )
-    best = best_record(records)
+    ledger = Ledger(records)
+    counts = ledger.counts
+    best, baseline, noise = ledger.best, ledger.baseline, ledger.noise
     proposers = sorted({r.proposer for r in records if r.proposer and r.proposer != "baseline"})
     return OrgSummary(
         org=org,
         proposer=",".join(proposers) or "-",
-        experiments=len(records),
-        kept=count[Outcome.KEEP],
-        discarded=count[Outcome.DISCARD],
-        crashed=count[Outcome.CRASH],
-        baseline=baseline,
-        best=best.val_bpb if best else None,
-        best_test=best.result.test_bpb if best and best.result else None,
-        gpu_seconds=gpu_seconds(records),
-        llm_tokens=sum(r.usage.total for r in records),
+        experiments=counts["total"],
+        kept=counts["kept"],
+        discarded=counts["discarded"],
+        crashed=counts["crashed"],
+        baseline=baseline.mean if baseline else None,
+        best=best.mean if best else None,
+        best_test=best.test_mean if best else None,
+        gpu_seconds=ledger.gpu_seconds,
+        llm_tokens=ledger.llm_tokens,
+        best_runs=best.n if best else None,
+        sigma=noise.sigma,
+        sigma_runs=noise.runs or None,
+        confirmed=counts["confirmed"],
+        verification_gpu_seconds=ledger.verification_gpu_seconds,
     )
 
 
@@ -73,9 +82,10 @@ def plot_progress(
     output: Path,
     titles: dict[str, str] | None = None,
 ) -> Path:
-    """val_bpb per experiment, the running best as a step line, kept experiments labelled, and
-    beside each kept one (the baseline included) its test_bpb on the held-out split, hollow, and
-    below, each run's tokens/s, so load swings show beside the scores.
+    """val_bpb per experiment, the running best as a step line, kept experiments labelled as
+    mean ± σ (the org's noise floor) with each of their runs as a faint dot, and beside each kept
+    one (the baseline included) its test_bpb on the held-out split, hollow, and below, each
+    experiment's tokens/s, so load swings show beside the scores.
 
     `titles` replaces an org's panel title (e.g. to say that only a recent window is shown)."""
     import matplotlib
@@ -91,6 +101,7 @@ def plot_progress(
                              gridspec_kw={"height_ratios": [3, 1] * len(orgs)})  # fmt: skip
     for ax, speed_ax, org in zip(axes[0::2, 0], axes[1::2, 0], orgs, strict=True):
         recs = all_records[org]
+        sigma = Ledger(recs).noise.sigma
         ok = [r for r in recs if r.outcome is not Outcome.CRASH and r.val_bpb is not None]
         disc = [r for r in ok if r.outcome is Outcome.DISCARD]
         kept = [r for r in ok if r.outcome is Outcome.KEEP]
@@ -101,14 +112,22 @@ def plot_progress(
             s=18,
             label="discarded",
         )
-        ax.scatter(
+        ax.errorbar(
             [r.experiment for r in kept],
             [r.val_bpb for r in kept],
+            yerr=sigma if sigma else None,
+            fmt="o",
             c="#2a9d5c",
-            s=36,
-            label="kept",
+            ms=6,
+            capsize=3,
+            label="kept (mean ± σ)" if sigma else "kept",
             zorder=3,
         )
+        runs = [(r.experiment, run.val_bpb) for r in kept for run in r.runs
+                if run.commit == r.commit and run.val_bpb is not None]  # fmt: skip
+        if any(len(r.runs) > 1 for r in kept):
+            ax.scatter([x for x, _ in runs], [y for _, y in runs], c="#2a9d5c", alpha=0.3, s=10,
+                       label="its runs", zorder=2)  # fmt: skip
         tested = [r for r in kept if r.result is not None and r.result.test_bpb is not None]
         if tested:
             ax.scatter(

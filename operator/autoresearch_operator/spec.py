@@ -150,8 +150,61 @@ class BudgetSpec(_Model):
 
 
 class KeepPolicy(_Model):
+    """How a keep is decided: screen one run, confirm the promising ones (README, "How a keep is
+    decided")."""
+
     minImprovement: float = Field(
-        default=0.0, ge=0, description="Keep a candidate only if val_bpb < best - minImprovement."
+        default=0.0,
+        ge=0,
+        description=(
+            "The smallest improvement of val_bpb over the best (its mean over its runs) that "
+            "counts; a keep must beat the best by more than this, significantly."
+        ),
+    )
+    noiseRuns: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description=(
+            "Runs of the unmodified baseline, each with its own harness seed, that measure the "
+            "org's noise floor (sigma of val_bpb between runs of the same code). 1 turns the "
+            "measurement off: sigma then comes only from later confirmations."
+        ),
+    )
+    confirmRuns: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description=(
+            "More runs (fresh seeds) of a promising candidate, each paired with a re-run of the "
+            "best beside it; the candidate is kept only if it beats those re-runs at alpha. "
+            "0 keeps on the screening run alone (the one-run rule)."
+        ),
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description=(
+            "Significance level of the one-sided test that a confirmed candidate improves on "
+            "the best by more than minImprovement."
+        ),
+    )
+    screenSigmas: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description=(
+            "A candidate is promising when its screening run beats the best by more than "
+            "max(minImprovement, screenSigmas x sigma); anything else is discarded at once."
+        ),
+    )
+    screen: bool = Field(
+        default=True,
+        description=(
+            "false confirms every candidate that trains, promising or not (no cheap discard): "
+            "costlier, for orgs that must not miss a small gain."
+        ),
     )
 
 

@@ -42,6 +42,7 @@ def test_printer_columns_show_what_people_compare():
         "Best",
         "Best-Test",
         "Baseline",
+        "Sigma",  # priority 1: with -o wide
         "Experiments",
         "Kept",
         "Running",

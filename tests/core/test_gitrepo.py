@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch_operator.gitrepo import (
+from autoresearch_operator.core.gitrepo import (
     DEFAULT_HTTPS_USERNAME,
     CredentialsUnavailable,
     OrgRepo,

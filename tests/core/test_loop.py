@@ -11,17 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch_operator.executor import ExperimentJob
-from autoresearch_operator.gitrepo import OrgRepo
-from autoresearch_operator.journal import Journal
-from autoresearch_operator.loop import (
+from autoresearch_operator.core.gitrepo import OrgRepo
+from autoresearch_operator.core.journal import Journal
+from autoresearch_operator.core.loop import (
     BaselineFailed,
     OrgState,
     ResearchLoop,
     budget_exhausted,
     reconcile,
 )
-from autoresearch_operator.records import (
+from autoresearch_operator.core.records import (
     ExperimentRecord,
     Outcome,
     Proposal,
@@ -30,6 +29,7 @@ from autoresearch_operator.records import (
     TokenUsage,
     TrainResult,
 )
+from autoresearch_operator.executor import ExperimentJob
 from autoresearch_operator.spec import org_from_resource
 
 BASELINE = "SCORE = 2.0\n"
@@ -80,11 +80,16 @@ class ScriptedExecutor:
         )  # fmt: skip
 
 
+ONE_RUN_RULE = {"noiseRuns": 1, "confirmRuns": 0, "screenSigmas": 0}
+
+
 def make_org(max_experiments: int, min_improvement: float = 0.0):
+    """The one-run rule, so that each outcome here is the script's; tests/core/
+    test_confirmation.py covers noise runs and confirmations."""
     return org_from_resource({
         "metadata": {"name": "demo"},
         "spec": {"program": "minimise SCORE", "budget": {"maxExperiments": max_experiments},
-                 "keepPolicy": {"minImprovement": min_improvement}},
+                 "keepPolicy": {"minImprovement": min_improvement, **ONE_RUN_RULE}},
     })  # fmt: skip
 
 
@@ -135,7 +140,7 @@ def test_the_test_split_is_scored_for_the_baseline_and_every_candidate_that_coul
     # the baseline always; a candidate below the best at its launch minus minImprovement
     thresholds = {n: job.test_if_val_below for n, job in executor.jobs.items()}
     assert thresholds == {0: math.inf, 1: 2.0 - 0.05, 2: 1.5 - 0.05, 4: 1.45, 5: 1.45}
-    assert {job.seed for job in executor.jobs.values()} == {0}
+    assert {n: job.seed for n, job in executor.jobs.items()} == {n: 1000 * n for n in thresholds}
     recs = journal.load()
     assert [r.result.test_bpb for r in recs if r.outcome is Outcome.KEEP] == [2.01, 1.51]
     assert all(r.result.test_bpb is None for r in recs if r.outcome is Outcome.DISCARD)
@@ -282,7 +287,7 @@ def test_a_crashing_baseline_stops_the_org_unrecorded_and_is_retried_next_run(tm
     assert [r.outcome for r in journal.load()] == [Outcome.KEEP, Outcome.KEEP, Outcome.KEEP]
 
 
-def test_reconcile_takes_the_lowest_kept_score_when_keeps_were_recorded_out_of_order(
+def test_the_best_is_the_latest_keep_in_decision_order_not_in_experiment_order(
     tmp_path: Path,
 ):
     org = make_org(3)
@@ -346,7 +351,7 @@ def test_branch_and_tried_refs_are_pushed_after_every_decision(tmp_path: Path):
 def test_a_failing_push_is_reported_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    import autoresearch_operator.loop as loop_module
+    import autoresearch_operator.core.loop as loop_module
 
     monkeypatch.setattr(loop_module, "PUSH_BACKOFF_SECONDS", 0.0)
     org = org_from_resource({

@@ -12,15 +12,15 @@ import pytest
 from test_loop import BASELINE, PushWatcher, ScriptedExecutor, ScriptedProposer
 
 from autoresearch_operator.cli import REPO_CREDENTIALS_ENV, local_push_credentials
-from autoresearch_operator.gitrepo import (
+from autoresearch_operator.core.gitrepo import (
     DEFAULT_HTTPS_USERNAME,
     CredentialsUnavailable,
     OrgRepo,
     PushCredentials,
 )
-from autoresearch_operator.journal import Journal
-from autoresearch_operator.loop import ResearchLoop
-from autoresearch_operator.records import Outcome
+from autoresearch_operator.core.journal import Journal
+from autoresearch_operator.core.loop import ResearchLoop
+from autoresearch_operator.core.records import Outcome
 from autoresearch_operator.spec import org_from_resource
 from support.git_http_server import GitHttpServer
 

@@ -3,17 +3,18 @@ real tiny training, real git. Each scripted reply is chosen to force one outcome
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from autoresearch_operator.core.gitrepo import OrgRepo
+from autoresearch_operator.core.journal import TSV_HEADER, Journal
+from autoresearch_operator.core.loop import ResearchLoop
+from autoresearch_operator.core.records import Outcome
 from autoresearch_operator.executor import LocalExecutor, baseline_train_py
-from autoresearch_operator.gitrepo import OrgRepo
-from autoresearch_operator.journal import TSV_HEADER, Journal
-from autoresearch_operator.loop import ResearchLoop
 from autoresearch_operator.proposers import make_proposer
-from autoresearch_operator.records import Outcome
 from autoresearch_operator.spec import org_from_resource
 from support.fake_openai_server import FakeOpenAI
 
@@ -78,6 +79,9 @@ def test_llm_org_records_keep_discard_and_every_kind_of_crash(
             "proposer": {"type": "openai", "model": "fake-model", "baseURL": llm.base_url,
                          "apiKeyEnv": "TEST_LLM_KEY", "maxRetries": 0},
             "budget": {"maxExperiments": 6},
+            # one run per experiment, so that each reply forces one outcome; the CLI test
+            # below runs noise runs and confirmations
+            "keepPolicy": {"noiseRuns": 1, "confirmRuns": 0, "screenSigmas": 0},
         },
     })  # fmt: skip
     repo = OrgRepo.open_or_init(tmp_path / "repo", baseline_train_py())
@@ -135,29 +139,38 @@ def test_llm_org_records_keep_discard_and_every_kind_of_crash(
     assert "candidate bug" in str(fourth["messages"])
 
 
-def test_interrupted_cli_run_resumes_without_repeating_or_losing_experiments(
+def test_interrupted_cli_run_resumes_mid_confirmation_without_repeating_or_losing_runs(
     prepared_workdir: Path, tmp_path: Path
 ):
-    """`autoresearch run`, killed with SIGINT mid-training, then run again to completion."""
+    """`autoresearch run`, killed with SIGINT while a confirmation run trains, then run again to
+    completion: every run is trained and journaled once, and the decision uses all of them."""
     import signal
     import subprocess
     import sys
     import time
 
+    import yaml
+
     workdir = tmp_path / "runs"
     shutil.copytree(prepared_workdir / "data", workdir / "data")
-    org_yaml = Path(__file__).resolve().parents[2] / "program-examples" / "baseline" / "org.yaml"
+    example = Path(__file__).resolve().parents[2] / "program-examples" / "baseline" / "org.yaml"
+    org = yaml.safe_load(example.read_text())
+    # screen: false sends every candidate to confirmation, so the kill lands in one for sure
+    org["spec"]["keepPolicy"] = {"noiseRuns": 2, "confirmRuns": 1, "screen": False}
+    org["spec"]["program"] = (example.parent / "program.md").read_text()  # inline: no ConfigMap
+    del org["spec"]["programRef"]
+    org_yaml = tmp_path / "org.yaml"
+    org_yaml.write_text(yaml.safe_dump(org))
     cmd = [sys.executable, "-m", "autoresearch_operator.cli", "run", str(org_yaml), "--workdir", str(workdir),
-           "--quick", "--time-budget", "3", "--max-experiments", "4", "--proposer", "mutate",
+           "--quick", "--time-budget", "3", "--max-experiments", "3", "--proposer", "mutate",
            "--device", "cpu", "--vocab-size", "512"]  # fmt: skip
     journal = Journal(workdir / "orgs" / "baseline")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    while len(journal.load()) < 1 or not list(
-        (journal.directory / "experiments").glob("0001/train.log")
-    ):
+    deadline = time.monotonic() + 300
+    confirmation = journal.directory / "experiments" / "0001-run-1" / "train.log"
+    while not confirmation.exists():
         assert proc.poll() is None and time.monotonic() < deadline, (
-            "experiment 1 never started training"
+            "experiment 1's confirmation run never started training"
         )
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
@@ -168,26 +181,40 @@ def test_interrupted_cli_run_resumes_without_repeating_or_losing_experiments(
     ]
     assert leftovers == [], "a harness or training process outlived the interrupted run"
     assert "run the same command again to resume" in out
-    recorded = [r.experiment for r in journal.load()]
-    assert recorded in ([0], [0, 1])
+    records, open_runs = journal.read()
+    assert [r.experiment for r in records] == [0] and len(records[0].runs) == 2
+    assert [r.key for r in open_runs] in ([(1, 0)], [(1, 0), (1, 1)])
+    screened = open_runs[0]
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     recs = journal.load()
-    assert [r.experiment for r in recs] == [0, 1, 2, 3]
+    assert [r.experiment for r in recs] == [0, 1, 2]
+    # baseline 2 noise runs; each candidate: screen, confirmation, champion re-run; each once
+    assert [[(r.run, r.role.value) for r in rec.runs] for rec in recs] == [
+        [(0, "baseline"), (1, "baseline")],
+        [(0, "screen"), (1, "confirm"), (2, "champion")],
+        [(0, "screen"), (1, "confirm"), (2, "champion")],
+    ]
+    assert recs[1].runs[0] == screened  # the screening run was not trained again
+    assert all(r.p_value is not None for r in recs[1:]), [r.detail for r in recs]
+    assert [r.seed for r in recs[1].runs] == [1000, 1001, 1001]
+    assert "confirming" in done.stdout
     repo = OrgRepo(workdir / "repo")
-    assert sorted(repo.tried_experiments("baseline")) == [0, 1, 2, 3]
+    assert sorted(repo.tried_experiments("baseline")) == [0, 1, 2]
     assert (
         repo.branch_head("autoresearch/baseline")
         == [r for r in recs if r.outcome is Outcome.KEEP][-1].commit
     )
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert "already done" in again.stdout and len(journal.load()) == 4
+    assert "already done" in again.stdout and len(journal.load()) == 3
 
     compare = subprocess.run([sys.executable, "-m", "autoresearch_operator.cli", "compare", "--workdir", str(workdir)],
-                             capture_output=True, text=True, check=True)  # fmt: skip
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "COLUMNS": "240"})  # fmt: skip
     assert "baseline" in compare.stdout and "mutate" in compare.stdout
+    assert "σ (runs)" in compare.stdout and "confirmed" in compare.stdout
     png = workdir / "progress.png"
     subprocess.run([sys.executable, "-m", "autoresearch_operator.cli", "plot", "--workdir", str(workdir),
                     "--output", str(png)], check=True)  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from autoresearch_operator.core.records import ProposalContext, ProposalRejected
 from autoresearch_operator.proposers import (
     MutateProposer,
     ProposerConfigError,
@@ -15,7 +16,6 @@ from autoresearch_operator.proposers import (
     mutate_source,
 )
 from autoresearch_operator.proposers.mutate import find_knobs, mutable_knobs
-from autoresearch_operator.records import ProposalContext, ProposalRejected
 
 EXPERIMENTS = range(1, 201)
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from autoresearch_operator.core.records import ProposalContext, ProposalRejected, TokenUsage
 from autoresearch_operator.proposers import ProposerConfigError, make_proposer
 from autoresearch_operator.proposers.openai_proposer import (
     Backoff,
     OpenAIProposer,
     retry_after_seconds,
 )
-from autoresearch_operator.records import ProposalContext, ProposalRejected, TokenUsage
 from support.fake_openai_server import FakeOpenAI
 
 FAST = Backoff(base_delay=0.01, max_delay=0.05, retry_after_cap=5.0)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from autoresearch_operator.core.records import ExperimentRecord, Outcome, ProposalContext
 from autoresearch_operator.proposers import build_messages
-from autoresearch_operator.records import ExperimentRecord, Outcome, ProposalContext
 
 
 def make_context(train_py: str, program_md: str, **overrides: object) -> ProposalContext:

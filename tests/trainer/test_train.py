@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import harness
-from autoresearch_operator.records import TrainResult
+from autoresearch_operator.core.records import TrainResult
 
 TRAINER_DIR = Path(__file__).resolve().parents[2] / "trainer-image"
 

@@ -6,27 +6,14 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from autoresearch_operator.records import Proposal, ProposalContext
+from autoresearch_operator.core.interfaces import Proposer
 
 if TYPE_CHECKING:
     from autoresearch_operator.proposers.openai_proposer import Backoff
 
 PROPOSER_TYPES = ("openai", "mutate")
-
-
-@runtime_checkable
-class Proposer(Protocol):
-    """Proposes the next candidate train.py.
-
-    `propose` returns a Proposal whose train_py has passed validate_candidate, or raises
-    ProposalRejected with a one-sentence reason and the tokens spent getting there.
-    """
-
-    name: str
-
-    def propose(self, ctx: ProposalContext) -> Proposal: ...
 
 
 class ProposerConfigError(ValueError):

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from autoresearch_operator.candidate import CandidateError, validate_candidate
-from autoresearch_operator.records import Proposal, ProposalContext, ProposalRejected, TokenUsage
+from autoresearch_operator.core.records import (
+    Proposal,
+    ProposalContext,
+    ProposalRejected,
+    TokenUsage,
+)
 
 _NUMBER = r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?"
 _KNOB = re.compile(

@@ -19,9 +19,14 @@ import openai
 from openai import OpenAI
 
 from autoresearch_operator.candidate import CandidateError, parse_reply, validate_candidate
+from autoresearch_operator.core.records import (
+    Proposal,
+    ProposalContext,
+    ProposalRejected,
+    TokenUsage,
+)
 from autoresearch_operator.proposers.base import ProposerSettings
 from autoresearch_operator.proposers.prompt import build_messages
-from autoresearch_operator.records import Proposal, ProposalContext, ProposalRejected, TokenUsage
 
 log = logging.getLogger(__name__)
 

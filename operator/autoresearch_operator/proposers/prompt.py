@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoresearch_operator.records import ExperimentRecord, ProposalContext
+from autoresearch_operator.core.records import ExperimentRecord, ProposalContext
 
 MAX_HISTORY = 30
 MAX_LOG_TAILS = 3
@@ -72,6 +72,11 @@ def build_user_prompt(
     max_log_chars: int = MAX_LOG_CHARS,
 ) -> str:
     best = f"{ctx.best_val_bpb:.6f}" if ctx.best_val_bpb is not None else "not measured yet"
+    if ctx.best_val_bpb is not None and ctx.noise_sigma is not None:
+        best += (
+            f", mean of its runs; the same code varies by sigma {ctx.noise_sigma:.4f} between "
+            "runs, so only a change that beats it by more than that can be confirmed and kept"
+        )
     sections = [
         f"# Research program (program.md)\n\n{ctx.program.strip()}",
         f"# Current best train.py (val_bpb {best})\n\n```python\n{ctx.best_train_py.rstrip()}\n```",

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 
 class Outcome(enum.StrEnum):
-    KEEP = "keep"  # beat the org's best by at least minImprovement: the branch advances
+    KEEP = "keep"  # beat the org's best significantly (core/policy.py): the branch advances
     DISCARD = "discard"  # trained fine but did not beat the best: the branch stays
     CRASH = "crash"  # produced no trustworthy val_bpb (see CrashReason)
 
@@ -88,6 +88,59 @@ class TrainResult:
         return dataclasses.asdict(self)
 
 
+class Role(enum.StrEnum):
+    """Why a run was trained (an experiment can have several runs, see core/policy.py)."""
+
+    BASELINE = "baseline"  # experiment 0: the unmodified train.py, noiseRuns times
+    SCREEN = "screen"  # a candidate's first run
+    CONFIRM = "confirm"  # more runs of a promising candidate, fresh seeds
+    CHAMPION = "champion"  # re-runs of the best beside the confirmations, paired by seed
+
+    @property
+    def verification(self) -> bool:
+        """Runs spent checking a result rather than finding one (status: verification GPU)."""
+        return self in (Role.CONFIRM, Role.CHAMPION)
+
+
+@dataclass
+class RunRecord:
+    """One training run under the harness: the unit the journal, Job names and GPU time count."""
+
+    experiment: int
+    run: int  # 0 is the screening run (or the baseline's first); unique within the experiment
+    role: Role
+    commit: str  # what was trained: the candidate, or the champion for a re-run
+    seed: int
+    result: TrainResult
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def val_bpb(self) -> float | None:
+        """The run's score; None for a crash or a non-finite number."""
+        v = self.result.val_bpb
+        ok = self.result.status == "ok" and v is not None and math.isfinite(v)
+        return v if ok else None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.experiment, self.run)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["role"] = self.role.value
+        return {"kind": "run", **data}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        data = dict(data)
+        data.pop("kind", None)
+        data["role"] = Role(data["role"])
+        data["result"] = TrainResult.from_json(data["result"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
 class Proposal:
     """A candidate train.py and the hypothesis behind it (the commit message)."""
@@ -109,7 +162,8 @@ class ProposalRejected(Exception):
 
 @dataclass
 class ExperimentRecord:
-    """One experiment, as logged to experiments.jsonl and summarised in results.tsv."""
+    """One experiment (one candidate commit), decided: a line of experiments.jsonl and a row of
+    results.tsv. Its runs are journaled apart, as each finishes, and attached on load."""
 
     experiment: int
     description: str
@@ -118,17 +172,21 @@ class ExperimentRecord:
     parent: str | None = None  # the best commit it was derived from
     reason: str | None = None  # CrashReason value for crashes
     detail: str | None = None
-    val_bpb: float | None = None
-    best_val_bpb: float | None = None  # the org's best after this decision
-    result: TrainResult | None = None
+    val_bpb: float | None = None  # the candidate's mean over its own runs (screen + confirm)
+    best_val_bpb: float | None = None  # the org's best (a mean over its runs) after this decision
+    result: TrainResult | None = None  # the screening run's (the baseline's first run's)
     usage: TokenUsage = field(default_factory=TokenUsage)
     proposer: str = ""
     started_at: float | None = None  # unix seconds
-    finished_at: float | None = None
+    finished_at: float | None = None  # when it was decided
+    p_value: float | None = None  # of the confirmation test, when there was one
+    decision: int | None = None  # 0, 1, 2, ... in the order experiments were decided
+    runs: list[RunRecord] = field(default_factory=list)  # journaled apart; attached on load
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["outcome"] = self.outcome.value
+        data.pop("runs")  # each run has its own line, written when it finished
         return data
 
     @classmethod
@@ -138,28 +196,9 @@ class ExperimentRecord:
         data["usage"] = TokenUsage(**(data.get("usage") or {}))
         if data.get("result") is not None:
             data["result"] = TrainResult.from_json(data["result"])
+        data.pop("runs", None)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def best_record(records: Iterable[ExperimentRecord]) -> ExperimentRecord | None:
-    """The branch head: every keep beat the best before it, so the lowest kept val_bpb wins.
-
-    Not simply the last keep: with parallel experiments the journal is ordered by experiment
-    number, which is not the order in which they were decided.
-    """
-    kept = [r for r in records if r.outcome is Outcome.KEEP and r.val_bpb is not None]
-    return min(kept, key=lambda r: (r.val_bpb, -r.experiment), default=None)
-
-
-def baseline_record(records: Iterable[ExperimentRecord]) -> ExperimentRecord | None:
-    return next((r for r in records if r.experiment == 0 and r.outcome is not Outcome.CRASH), None)
-
-
-def gpu_seconds(records: Iterable[ExperimentRecord]) -> float:
-    """GPU seconds used by these experiments: the one sum that budget.maxGPUHours, the status,
-    the metrics and the comparison table all show."""
-    return sum(r.result.gpu_seconds for r in records if r.result)
 
 
 @dataclass
@@ -171,5 +210,6 @@ class ProposalContext:
     program: str  # program.md text
     best_train_py: str
     best_val_bpb: float | None
+    noise_sigma: float | None = None  # the org's measured noise floor, once known
     history: list[ExperimentRecord] = field(default_factory=list)  # recent, oldest first
     log_tails: dict[int, str] = field(default_factory=dict)  # experiment -> crash log tail

@@ -1,0 +1,57 @@
+"""The small interfaces the loop needs, implemented by the adapters beside core/: executors
+(autoresearch_operator.executor runs the harness locally, k8s.executor as Jobs) and proposers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .records import Proposal, ProposalContext, TrainResult
+
+
+@dataclass(frozen=True)
+class ExperimentJob:
+    org: str
+    experiment: int
+    commit: str
+    train_py: str
+    time_budget: int
+    startup_seconds: int
+    profile: str
+    seed: int = 0  # the data-order seed the harness passes to train.py
+    run: int = 0  # which run of the experiment (core/policy.py): part of the Job's name
+    test_if_val_below: float | None = None  # score the test split too when val_bpb is below
+
+
+@dataclass
+class Progress:
+    experiment: int
+    wall_seconds: float
+    run: int = 0
+    step: int | None = None
+    loss: float | None = None
+    line: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Executor(Protocol):
+    def run(
+        self, job: ExperimentJob, on_progress: ProgressCallback | None = None
+    ) -> TrainResult: ...
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """Proposes the next candidate train.py.
+
+    `propose` returns a Proposal whose train_py has passed validate_candidate, or raises
+    ProposalRejected with a one-sentence reason and the tokens spent getting there.
+    """
+
+    name: str
+
+    def propose(self, ctx: ProposalContext) -> Proposal: ...
