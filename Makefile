@@ -10,7 +10,7 @@ CORPUS ?= $(SHARED)/data/tinyshakespeare.txt
 RUNS ?= runs
 EXAMPLE ?= program-examples/baseline/org.yaml
 
-.PHONY: help venv sandbox-tools prometheus run test test-fast lint bench gpu-check bench-operator bench-scale e2e docs image clean
+.PHONY: help venv sandbox-tools prometheus run test test-fast lint bench bench-integrity gpu-check bench-operator bench-scale e2e docs image clean
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -68,6 +68,9 @@ bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer t
 	$(PY) benchmarks/duty_cycle.py --corpus $(CORPUS)
 	$(PY) benchmarks/gpu_check.py --corpus $(CORPUS) --profile tiny --time-budget 30 --device cpu --report $(RUNS)/trainer-throughput.json
 	$(PY) benchmarks/harness_attacks.py --corpus $(CORPUS) --data-cache $(RUNS)/bench-data --workdir $(RUNS)/harness-attacks --report $(RUNS)/harness-attacks.json
+
+bench-integrity: venv sandbox-tools ## Keep decisions vs noise (real tiny CPU orgs + a simulation of the policy), beside the old one-run rule: about 12 min
+	$(PY) benchmarks/integrity.py --corpus $(CORPUS) --workdir $(RUNS)/integrity --report $(RUNS)/integrity.json --alternative confirm_runs=4 $(INTEGRITY_ARGS)
 
 # With PY=python3 (a GPU machine's own torch, no network) it neither builds .venv nor installs bwrap.
 gpu-check: $(if $(filter $(VENV)/bin/python,$(PY)),venv sandbox-tools) ## The GPU path in one run: full profile, 300 s, cuda; tokens/s, MFU, val/test bpb, duty -> runs/gpu-check.json
