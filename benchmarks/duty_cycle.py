@@ -19,6 +19,7 @@ from pathlib import Path
 
 from autoresearch_operator.cli import ensure_prepared
 from autoresearch_operator.core.gitrepo import OrgRepo
+from autoresearch_operator.core.interfaces import QuietObserver
 from autoresearch_operator.core.journal import Journal
 from autoresearch_operator.core.loop import ResearchLoop
 from autoresearch_operator.core.records import ExperimentRecord
@@ -29,7 +30,7 @@ from autoresearch_operator.spec import org_from_resource
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Timeline:
+class Timeline(QuietObserver):
     """A LoopObserver that timestamps phases, so each experiment's wall time can be split."""
 
     def __init__(self) -> None:
@@ -38,9 +39,6 @@ class Timeline:
 
     def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
         self.marks.setdefault(experiment, {"begin": self.last_recorded})[phase] = time.monotonic()
-
-    def progress(self, org: str, p) -> None:
-        pass
 
     def recorded(self, org: str, rec: ExperimentRecord) -> None:
         now = time.monotonic()

@@ -44,11 +44,18 @@ from integrity_figures import (
 
 from autoresearch_operator.cli import ensure_prepared
 from autoresearch_operator.core.gitrepo import OrgRepo
+from autoresearch_operator.core.interfaces import QuietObserver
 from autoresearch_operator.core.journal import Journal
 from autoresearch_operator.core.ledger import Ledger
 from autoresearch_operator.core.loop import ResearchLoop
 from autoresearch_operator.core.policy import Rule
-from autoresearch_operator.core.records import ExperimentRecord, Outcome, Proposal, ProposalContext
+from autoresearch_operator.core.records import (
+    ExperimentRecord,
+    Outcome,
+    Proposal,
+    ProposalContext,
+    RunRecord,
+)
 from autoresearch_operator.executor import LocalExecutor, baseline_train_py
 from autoresearch_operator.spec import (
     EVALUATION_SECONDS,
@@ -120,7 +127,7 @@ class CpuHog:
         self.procs = []
 
 
-class Watcher:
+class Watcher(QuietObserver):
     """The loop's observer: judges each decided experiment by the old rule too (its own best),
     prints one line per decision, and loads the machine during one screening run."""
 
@@ -137,10 +144,7 @@ class Watcher:
                   "for its screening run", flush=True)  # fmt: skip
             self.hog.start(self.hog_seconds)
 
-    def progress(self, org: str, p: object) -> None:
-        pass
-
-    def run_recorded(self, org: str, run) -> None:
+    def run_recorded(self, org: str, run: RunRecord) -> None:
         if (org, run.experiment) == self.load and run.run == 0:
             self.hog.stop()
 

@@ -92,6 +92,11 @@ class LiveDisplay:
         self.console.print(f"[{org}]      run {run.run} {who} seed {run.seed:<6} {bpb}",
                            highlight=False)  # fmt: skip
 
+    def pushed(self, org: str, experiment: int, error: str | None) -> None:
+        if error:
+            self.console.print(f"[{org}] [yellow]push failed after #{experiment}[/]: {error}",
+                               highlight=False)  # fmt: skip
+
     def recorded(self, org: str, rec: ExperimentRecord) -> None:
         self._verifying.pop(rec.experiment, None)
         if rec.outcome is Outcome.KEEP:

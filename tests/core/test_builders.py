@@ -36,11 +36,12 @@ def flag(command: list[str], name: str) -> str | None:
 
 
 def test_job_name_is_deterministic_and_a_valid_label_for_long_org_names():
-    assert experiment_job_name("explorer", 7) == "explorer-exp-00007"
+    assert experiment_job_name("explorer", 7, 0) == "explorer-exp-00007-run-0"
+    assert experiment_job_name("explorer", 7, 3) == "explorer-exp-00007-run-3"
     long = "o" * 63
-    name = experiment_job_name(long, 12)
-    assert len(name) <= 63 and name.endswith("-exp-00012")
-    assert name == experiment_job_name(long, 12) != experiment_job_name("o" * 62 + "p", 12)
+    name = experiment_job_name(long, 12, 2)
+    assert len(name) <= 63 and name.endswith("-exp-00012-run-2")
+    assert name == experiment_job_name(long, 12, 2) != experiment_job_name("o" * 62 + "p", 12, 2)
 
 
 def test_job_is_owned_labelled_and_bounded_in_time():
@@ -130,7 +131,7 @@ def test_candidate_configmap_is_owned_by_its_job():
     j = job()
     j["metadata"]["uid"] = "job-uid"
     cm = candidate_configmap(j, "print('hi')\n")
-    assert cm["metadata"]["name"] == "explorer-exp-00007-train-py"
+    assert cm["metadata"]["name"] == "explorer-exp-00007-run-0-train-py"
     assert cm["metadata"]["ownerReferences"][0]["kind"] == "Job"
     assert cm["metadata"]["ownerReferences"][0]["uid"] == "job-uid"
     assert cm["data"] == {"train.py": "print('hi')\n"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from autoresearch_operator.core.gitrepo import OrgRepo
+from autoresearch_operator.core.interfaces import QuietObserver
 from autoresearch_operator.core.journal import Journal
 from autoresearch_operator.core.loop import (
     BaselineFailed,
@@ -306,18 +307,9 @@ def test_the_best_is_the_latest_keep_in_decision_order_not_in_experiment_order(
     assert repo.branch_head(org.branch) == commits[1]
 
 
-class PushWatcher:
+class PushWatcher(QuietObserver):
     def __init__(self):
         self.pushes: list[tuple[int, str | None]] = []
-
-    def phase(self, org, experiment, phase, detail=""):
-        pass
-
-    def progress(self, org, p):
-        pass
-
-    def recorded(self, org, rec):
-        pass
 
     def pushed(self, org, experiment, error):
         self.pushes.append((experiment, error))

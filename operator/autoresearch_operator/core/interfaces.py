@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .records import Proposal, ProposalContext, TrainResult
+from .records import ExperimentRecord, Proposal, ProposalContext, RunRecord, TrainResult
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,43 @@ class Proposer(Protocol):
     name: str
 
     def propose(self, ctx: ProposalContext) -> Proposal: ...
+
+
+class LoopObserver(Protocol):
+    """What the loop tells whoever shows an org (the terminal, the ResearchOrg status, Events,
+    metrics, benchmarks). Called from the loop's and the trainer threads."""
+
+    def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
+        """'resuming', 'proposing', 'proposed', 'training' (a screening or baseline run),
+        'confirming' (once, when a promising experiment's confirmation starts; detail "N more
+        runs and N re-runs of the best") and 'verifying' (each confirmation run or re-run)."""
+
+    def progress(self, org: str, p: Progress) -> None: ...
+
+    def run_recorded(self, org: str, run: RunRecord) -> None:
+        """A run finished and is journaled (before anything is decided from it)."""
+
+    def recorded(self, org: str, rec: ExperimentRecord) -> None:
+        """An experiment was decided and journaled."""
+
+    def pushed(self, org: str, experiment: int, error: str | None) -> None:
+        """After each decision with spec.repo.url set: None on success, else why it failed."""
+
+
+class QuietObserver:
+    """A LoopObserver that ignores everything: subclass it and override what you show."""
+
+    def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
+        pass
+
+    def progress(self, org: str, p: Progress) -> None:
+        pass
+
+    def run_recorded(self, org: str, run: RunRecord) -> None:
+        pass
+
+    def recorded(self, org: str, rec: ExperimentRecord) -> None:
+        pass
+
+    def pushed(self, org: str, experiment: int, error: str | None) -> None:
+        pass

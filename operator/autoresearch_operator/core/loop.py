@@ -17,11 +17,10 @@ import concurrent.futures as cf
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from ..spec import Org
 from .gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials, PushError
-from .interfaces import Executor, ExperimentJob, Progress, Proposer
+from .interfaces import Executor, ExperimentJob, LoopObserver, Proposer, QuietObserver
 from .journal import Journal
 from .policy import Rule, RunRequest, Verdict, decide
 from .records import (
@@ -42,7 +41,15 @@ PUSH_ATTEMPTS = 3
 PUSH_BACKOFF_SECONDS = 1.0
 _Pending = cf.Future[tuple[str, "Proposal | ProposalRejected", float]]
 BASELINE_MESSAGE = "baseline: unmodified train.py"
-__all__ = ["BaselineFailed", "OrgState", "ResearchLoop", "budget_exhausted", "reconcile"]
+__all__ = [
+    "BaselineFailed",
+    "LoopObserver",
+    "OrgState",
+    "QuietObserver",
+    "ResearchLoop",
+    "budget_exhausted",
+    "reconcile",
+]
 
 
 class BaselineFailed(RuntimeError):
@@ -60,23 +67,6 @@ class BaselineFailed(RuntimeError):
             f"{result.reason or CrashReason.NAN.value}: {detail}\n{tail}".rstrip()
         )
         self.run = run
-
-
-class LoopObserver(Protocol):
-    def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None: ...
-    def progress(self, org: str, p: Progress) -> None: ...
-    def recorded(self, org: str, rec: ExperimentRecord) -> None: ...
-
-
-class _Quiet:
-    def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
-        pass
-
-    def progress(self, org: str, p: Progress) -> None:
-        pass
-
-    def recorded(self, org: str, rec: ExperimentRecord) -> None:
-        pass
 
 
 class ResearchLoop:
@@ -99,7 +89,7 @@ class ResearchLoop:
         self.journal = journal
         self.executor = executor
         self.proposer = proposer
-        self.observer = observer or _Quiet()
+        self.observer = observer or QuietObserver()
         self.should_stop = should_stop
         self.push_credentials = push_credentials
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"propose-{org.name}")
@@ -282,9 +272,7 @@ class ResearchLoop:
             decided.runs.append(run)
         else:
             state.open_runs.append(run)
-        ran = getattr(self.observer, "run_recorded", None)
-        if ran is not None:
-            ran(self.org.name, run)
+        self.observer.run_recorded(self.org.name, run)
 
     def _settle(self, state: OrgState) -> None:
         """Decide every open experiment that needs no more runs (oldest first: a keep moves the
@@ -401,8 +389,4 @@ class ResearchLoop:
                 error = str(err)
                 if attempt + 1 < PUSH_ATTEMPTS and not self.should_stop():
                     time.sleep(PUSH_BACKOFF_SECONDS * 2**attempt)
-        pushed = getattr(self.observer, "pushed", None)
-        if pushed is not None:
-            pushed(self.org.name, experiment, error or None)
-        elif error:
-            self.observer.phase(self.org.name, experiment, "push failed", error)
+        self.observer.pushed(self.org.name, experiment, error or None)
