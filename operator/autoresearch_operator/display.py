@@ -7,6 +7,7 @@ from types import TracebackType
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -59,7 +60,7 @@ class LiveDisplay:
         if phase == "confirming":  # detail: "N more runs and N re-runs of the best"
             pairs = int(detail.split()[0]) if detail[:1].isdigit() else 0
             self._verifying[experiment] = [0, 2 * pairs]
-            self.console.print(f"[{org}] #{experiment:<3} [cyan]promising[/]: confirming with "
+            self.console.print(f"\\[{org}] #{experiment:<3} [cyan]promising[/]: confirming with "
                                f"{detail}", highlight=False)  # fmt: skip
         if phase == "verifying" and experiment in self._verifying:
             done, asked = self._verifying[experiment]
@@ -74,7 +75,7 @@ class LiveDisplay:
             self._train_start = time.monotonic()
             self.bars.reset(self.training, total=self.budget, visible=True)
         if not self.console.is_terminal:
-            self.console.print(self.status.plain)
+            self.console.print(self.status)  # a Text: '[org]' is not markup
 
     def progress(self, org: str, p: TrainProgress) -> None:
         loss = "-" if p.loss is None else f"{p.loss:.4f}"
@@ -89,12 +90,12 @@ class LiveDisplay:
             self._verifying[run.experiment][0] += 1
         bpb = "crashed" if run.val_bpb is None else f"val_bpb {run.val_bpb:.4f}"
         who = "candidate" if run.role.value == "confirm" else "best     "
-        self.console.print(f"[{org}]      run {run.run} {who} seed {run.seed:<6} {bpb}",
+        self.console.print(f"\\[{org}]      run {run.run} {who} seed {run.seed:<6} {bpb}",
                            highlight=False)  # fmt: skip
 
     def pushed(self, org: str, experiment: int, error: str | None) -> None:
         if error:
-            self.console.print(f"[{org}] [yellow]push failed after #{experiment}[/]: {error}",
+            self.console.print(f"\\[{org}] [yellow]push failed after #{experiment}[/]: {error}",
                                highlight=False)  # fmt: skip
 
     def recorded(self, org: str, rec: ExperimentRecord) -> None:
@@ -113,7 +114,7 @@ class LiveDisplay:
             why = f"  p={rec.p_value:.3g} over {len(rec.runs)} runs"
         colour = _COLOURS[rec.outcome]
         self.console.print(
-            f"[{org}] #{rec.experiment:<3} [{colour}]{rec.outcome.value:<7}[/] val_bpb {bpb}{held_out}  "
-            f"best {self._best()}  {rec.description}{why}",
+            f"\\[{org}] #{rec.experiment:<3} [{colour}]{rec.outcome.value:<7}[/] val_bpb {bpb}{held_out}  "
+            f"best {self._best()}  {escape(rec.description + why)}",
             highlight=False,
         )
