@@ -101,7 +101,8 @@ def plot_progress(
                              gridspec_kw={"height_ratios": [3, 1] * len(orgs)})  # fmt: skip
     for ax, speed_ax, org in zip(axes[0::2, 0], axes[1::2, 0], orgs, strict=True):
         recs = all_records[org]
-        sigma = Ledger(recs).noise.sigma
+        ledger = Ledger(recs)
+        sigma = ledger.noise.sigma
         ok = [r for r in recs if r.outcome is not Outcome.CRASH and r.val_bpb is not None]
         disc = [r for r in ok if r.outcome is Outcome.DISCARD]
         kept = [r for r in ok if r.outcome is Outcome.KEEP]
@@ -123,20 +124,21 @@ def plot_progress(
             label="kept (mean ± σ)" if sigma else "kept",
             zorder=3,
         )
-        runs = [(r.experiment, run.val_bpb) for r in kept for run in r.runs
+        runs = [(r.experiment + 0.15, run.val_bpb) for r in kept for run in r.runs
                 if run.commit == r.commit and run.val_bpb is not None]  # fmt: skip
-        if any(len(r.runs) > 1 for r in kept):
-            ax.scatter([x for x, _ in runs], [y for _, y in runs], c="#2a9d5c", alpha=0.3, s=10,
+        if any(len(r.runs) > 1 for r in kept):  # beside the mean, so both stay visible
+            ax.scatter([x for x, _ in runs], [y for _, y in runs], c="#2a9d5c", alpha=0.4, s=10,
                        label="its runs", zorder=2)  # fmt: skip
-        tested = [r for r in kept if r.result is not None and r.result.test_bpb is not None]
+        estimates = {r.experiment: ledger.estimate(r.commit) for r in kept}
+        tested = [(n, e.test_mean) for n, e in estimates.items() if e and e.test_mean is not None]
         if tested:
             ax.scatter(
-                [r.experiment for r in tested],
-                [r.result.test_bpb for r in tested if r.result],
+                [n for n, _ in tested],
+                [t for _, t in tested],
                 facecolors="none",
                 edgecolors="#1b6b40",
                 s=36,
-                label="test_bpb (held out)",
+                label="test_bpb (held out, mean)",
                 zorder=3,
             )
         xs, ys = [], []
