@@ -1,9 +1,9 @@
 """Prometheus metrics of the operator, and the one HTTP port serving /metrics and /healthz.
 
-Every org's series are derived from the same recorded experiments as its status (see
-k8s/status.py): counters advance once per experiment number, so replaying the journal after a
-restart, or twice, never double-counts, and `autoresearch_experiments_total` summed by outcome
-equals `status.counts`.
+Every org's series are derived from the same ledger as its status (core/ledger.py, k8s/status.py):
+counters advance once per experiment number and once per (experiment, run), so replaying the
+journal after a restart, or twice, never double-counts; `autoresearch_experiments_total` summed
+by outcome equals `status.counts` and `autoresearch_gpu_seconds_total` equals status.gpuSeconds.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -25,8 +26,9 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from .core.ledger import Ledger, runs_of_record
+from .core.records import ExperimentRecord, Outcome, RunRecord
 from .k8s.status import PHASES
-from .records import ExperimentRecord, Outcome, baseline_record, best_record
 
 NO_REASON = "none"  # the reason label of kept and discarded experiments
 _DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400)
@@ -49,8 +51,8 @@ class OperatorMetrics:
             "autoresearch_baseline_val_bpb", "val_bpb of the unmodified train.py.", ORG, registry=r
         )
         self.last = Gauge(
-            "autoresearch_last_val_bpb", "val_bpb of the latest experiment that had one.", ORG,
-            registry=r,
+            "autoresearch_last_val_bpb", "val_bpb of the latest decided experiment that had one "
+            "(status.lastExperiment.valBpb).", ORG, registry=r,
         )  # fmt: skip
         self.experiments = Counter(
             "autoresearch_experiments", "Experiments recorded, by outcome and crash reason.",
@@ -65,6 +67,18 @@ class OperatorMetrics:
             "autoresearch_gpu_seconds",
             "GPU seconds used: the harness's wall time of every run (status.gpuSeconds).", ORG,
             registry=r,
+        )  # fmt: skip
+        self.runs = Counter(
+            "autoresearch_runs", "Training runs recorded, by role (baseline, screen, confirm, "
+            "champion); verification is confirm + champion.", (*ORG, "role"), registry=r,
+        )  # fmt: skip
+        self.verification_gpu_seconds = Counter(
+            "autoresearch_verification_gpu_seconds", "GPU seconds of confirmation runs and "
+            "champion re-runs (status.verificationGpuSeconds).", ORG, registry=r,
+        )  # fmt: skip
+        self.noise = Gauge(
+            "autoresearch_noise_sigma_bpb", "The org's noise floor: pooled sigma of val_bpb "
+            "between runs of the same code (status.noise.sigma).", ORG, registry=r,
         )  # fmt: skip
         self.llm_tokens = Counter(
             "autoresearch_llm_tokens", "LLM tokens used by the proposer (status.llmTokens).", ORG,
@@ -83,47 +97,93 @@ class OperatorMetrics:
         )  # fmt: skip
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], dict[int, ExperimentRecord]] = {}
+        self._runs: dict[tuple[str, str], dict[tuple[int, int], RunRecord]] = {}
+        self._roles: dict[tuple[str, str], set[str]] = {}
         self._outcome_labels: dict[tuple[str, str], set[tuple[str, str]]] = {}
 
     # -- recording --------------------------------------------------------------------------
 
-    def record(self, namespace: str, org: str, rec: ExperimentRecord) -> None:
-        """Count one recorded experiment; a second call for the same experiment does nothing."""
-        key = (namespace, org)
+    def record_run(self, namespace: str, org: str, run: RunRecord) -> None:
+        """Count one journaled run; a second call for the same (experiment, run) does nothing."""
         with self._lock:
-            seen = self._seen.setdefault(key, {})
-            if rec.experiment in seen:
-                return
-            seen[rec.experiment] = rec
-            reason = (rec.reason or NO_REASON) if rec.outcome is Outcome.CRASH else NO_REASON
-            self._outcome_labels.setdefault(key, set()).add((rec.outcome.value, reason))
-            self.experiments.labels(namespace, org, rec.outcome.value, reason).inc()
-            if rec.result and rec.result.gpu_seconds:
-                self.gpu_seconds.labels(namespace, org).inc(rec.result.gpu_seconds)
-            self.llm_tokens.labels(namespace, org).inc(rec.usage.total)
-            if rec.commit and rec.started_at is not None and rec.finished_at is not None:
-                self.duration.labels(namespace, org).observe(rec.finished_at - rec.started_at)
-            records = sorted(seen.values(), key=lambda r: r.experiment)
-            best, baseline = best_record(records), baseline_record(records)
-            if best is not None and best.val_bpb is not None:
-                self.best.labels(namespace, org).set(best.val_bpb)
-            best_test = best.result.test_bpb if best is not None and best.result else None
-            if best_test is not None:
-                self.best_test.labels(namespace, org).set(best_test)
-            else:  # a new best without a test score must not show the old best's
-                with contextlib.suppress(KeyError):
-                    self.best_test.remove(namespace, org)
-            if baseline is not None and baseline.val_bpb is not None:
-                self.baseline.labels(namespace, org).set(baseline.val_bpb)
-            scored = [r for r in records if r.val_bpb is not None]
-            if scored:
-                latest = max(scored, key=lambda r: (r.finished_at or 0.0, r.experiment))
-                self.last.labels(namespace, org).set(latest.val_bpb)  # type: ignore[arg-type]
+            if self._count_run(namespace, org, run):
+                self._update_gauges(namespace, org)
 
-    def replay(self, namespace: str, org: str, records: Iterable[ExperimentRecord]) -> None:
+    def record(self, namespace: str, org: str, rec: ExperimentRecord) -> None:
+        """Count one decided experiment and its runs; what was counted before is skipped."""
+        with self._lock:
+            if self._count_record(namespace, org, rec):
+                self._update_gauges(namespace, org)
+
+    def replay(
+        self,
+        namespace: str,
+        org: str,
+        records: Iterable[ExperimentRecord],
+        open_runs: Iterable[RunRecord] = (),
+    ) -> None:
         """Count what the journal holds (after a restart); already counted ones are skipped."""
-        for rec in records:
-            self.record(namespace, org, rec)
+        with self._lock:
+            counted = [self._count_record(namespace, org, rec) for rec in records]
+            counted += [self._count_run(namespace, org, run) for run in open_runs]
+            if any(counted):
+                self._update_gauges(namespace, org)
+
+    def _count_run(self, namespace: str, org: str, run: RunRecord) -> bool:
+        runs = self._runs.setdefault((namespace, org), {})
+        if run.key in runs:
+            return False
+        runs[run.key] = run
+        self._roles.setdefault((namespace, org), set()).add(run.role.value)
+        self.runs.labels(namespace, org, run.role.value).inc()
+        if run.result.gpu_seconds:
+            self.gpu_seconds.labels(namespace, org).inc(run.result.gpu_seconds)
+            if run.role.verification:
+                self.verification_gpu_seconds.labels(namespace, org).inc(run.result.gpu_seconds)
+        return True
+
+    def _count_record(self, namespace: str, org: str, rec: ExperimentRecord) -> bool:
+        counted = [self._count_run(namespace, org, run) for run in runs_of_record(rec)]
+        seen = self._seen.setdefault((namespace, org), {})
+        if rec.experiment in seen:
+            return any(counted)
+        seen[rec.experiment] = rec
+        reason = (rec.reason or NO_REASON) if rec.outcome is Outcome.CRASH else NO_REASON
+        self._outcome_labels.setdefault((namespace, org), set()).add((rec.outcome.value, reason))
+        self.experiments.labels(namespace, org, rec.outcome.value, reason).inc()
+        self.llm_tokens.labels(namespace, org).inc(rec.usage.total)
+        if rec.commit and rec.started_at is not None and rec.finished_at is not None:
+            self.duration.labels(namespace, org).observe(rec.finished_at - rec.started_at)
+        return True
+
+    def _update_gauges(self, namespace: str, org: str) -> None:
+        """best, best test, baseline and sigma from the ledger of what was counted; last from
+        the latest decided experiment with a score (status.lastExperiment)."""
+        key = (namespace, org)
+        runs: dict[int, list[RunRecord]] = {}
+        for run in sorted(self._runs.get(key, {}).values(), key=lambda r: r.key):
+            runs.setdefault(run.experiment, []).append(run)
+        # every counted run, a late one (finished after its experiment's decision) included
+        records = [
+            replace(r, runs=runs.pop(r.experiment, [])) for r in self._seen.get(key, {}).values()
+        ]
+        ledger = Ledger(records, [run for rest in runs.values() for run in rest])
+        best, baseline = ledger.best, ledger.baseline
+        for gauge, value in (
+            (self.best, best.mean if best else None),
+            (self.best_test, best.test_mean if best else None),
+            (self.baseline, baseline.mean if baseline else None),
+            (self.noise, ledger.noise.sigma),
+        ):
+            if value is not None:
+                gauge.labels(namespace, org).set(value)
+            else:  # e.g. a new best without a test score must not show the old best's
+                with contextlib.suppress(KeyError):
+                    gauge.remove(namespace, org)
+        scored = [r for r in records if r.val_bpb is not None]
+        if scored:
+            latest = max(scored, key=lambda r: (r.finished_at or 0.0, r.experiment))
+            self.last.labels(namespace, org).set(latest.val_bpb)  # type: ignore[arg-type]
 
     def set_running(self, namespace: str, org: str, running: int) -> None:
         self.running.labels(namespace, org).set(running)
@@ -140,11 +200,14 @@ class OperatorMetrics:
         key = (namespace, org)
         with self._lock:
             self._seen.pop(key, None)
+            self._runs.pop(key, None)
             for outcome, reason in self._outcome_labels.pop(key, set()):
                 self.experiments.remove(namespace, org, outcome, reason)
+            for role in self._roles.pop(key, set()):
+                self.runs.remove(namespace, org, role)
             for metric in (self.best, self.best_test, self.baseline, self.last, self.duration,
                            self.gpu_seconds, self.llm_tokens, self.proposal_latency,
-                           self.running):  # fmt: skip
+                           self.running, self.verification_gpu_seconds, self.noise):  # fmt: skip
                 with contextlib.suppress(KeyError):
                     metric.remove(namespace, org)
             for p in PHASES:

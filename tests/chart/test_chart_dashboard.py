@@ -11,14 +11,16 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoresearch_operator.metrics import OperatorMetrics
-from autoresearch_operator.records import (
+from autoresearch_operator.core.records import (
     CrashReason,
     ExperimentRecord,
     Outcome,
+    Role,
+    RunRecord,
     TokenUsage,
     TrainResult,
 )
+from autoresearch_operator.metrics import OperatorMetrics
 
 DASHBOARD = (
     Path(__file__).resolve().parents[2] / "charts" / "autoresearch-operator" / "files"
@@ -110,11 +112,17 @@ def exported() -> dict[str, set[str]]:
     def result(val_bpb: float, test_bpb: float | None = None) -> TrainResult:
         return TrainResult(status="ok", val_bpb=val_bpb, test_bpb=test_bpb, total_seconds=330.0)
 
+    def run(n: int, k: int, role: Role, commit: str, val_bpb: float) -> RunRecord:
+        return RunRecord(n, k, role, commit, k, result(val_bpb, test_bpb=val_bpb + 0.02))
+
+    noise_runs = [run(0, 0, Role.BASELINE, "a", 1.1), run(0, 1, Role.BASELINE, "a", 1.12)]
     records = [
         ExperimentRecord(0, "baseline", Outcome.KEEP, commit="a", val_bpb=1.1,
-                         result=result(1.1, test_bpb=1.12), **base),
+                         result=result(1.1, test_bpb=1.12), runs=noise_runs, **base),
         ExperimentRecord(1, "lr up", Outcome.DISCARD, commit="b", val_bpb=1.2,
-                         result=result(1.2), **base),
+                         result=result(1.2), p_value=0.4, **base,
+                         runs=[run(1, 0, Role.SCREEN, "b", 1.05), run(1, 1, Role.CONFIRM, "b", 1.2),
+                               run(1, 2, Role.CHAMPION, "a", 1.11)]),
         ExperimentRecord(2, "depth", Outcome.CRASH, commit="c", reason=CrashReason.NAN.value,
                          result=TrainResult(status="crash", reason="nan"), **base),
     ]  # fmt: skip
@@ -145,7 +153,10 @@ def test_every_exported_family_has_samples_so_the_comparison_means_something():
                    "autoresearch_experiment_duration_seconds_bucket",
                    "autoresearch_proposal_latency_seconds_count", "autoresearch_org_phase",
                    "autoresearch_running_experiments", "autoresearch_best_val_bpb",
-                   "autoresearch_best_test_bpb"):  # fmt: skip
+                   "autoresearch_best_test_bpb", "autoresearch_last_val_bpb",
+                   "autoresearch_baseline_val_bpb", "autoresearch_llm_tokens_total",
+                   "autoresearch_runs_total", "autoresearch_verification_gpu_seconds_total",
+                   "autoresearch_noise_sigma_bpb"):  # fmt: skip
         assert family in names
 
 
@@ -169,8 +180,17 @@ def test_dashboard_shows_what_people_compare_filtered_by_an_org_variable():
     assert label in exported()[metric]
     used = {metric for _, expr in targets() for metric, _ in selectors(expr)}
     for wanted in ("autoresearch_best_val_bpb", "autoresearch_best_test_bpb",
-                   "autoresearch_last_val_bpb",
+                   "autoresearch_last_val_bpb", "autoresearch_noise_sigma_bpb",
                    "autoresearch_experiments_total", "autoresearch_gpu_seconds_total",
+                   "autoresearch_verification_gpu_seconds_total",
                    "autoresearch_llm_tokens_total", "autoresearch_running_experiments"):  # fmt: skip
         assert wanted in used
     assert all('org=~"$org"' in expr for _, expr in targets())
+
+
+def test_every_metric_the_operator_exports_is_on_the_dashboard():
+    used = {metric for _, expr in targets() for metric, _ in selectors(expr)}
+    families = {m.name for m in OperatorMetrics().registry.collect()}
+    suffixes = ("", "_total", "_bucket", "_sum", "_count")
+    missing = {f for f in families if not any(f + suffix in used for suffix in suffixes)}
+    assert families and not missing, f"no panel shows {sorted(missing)}"

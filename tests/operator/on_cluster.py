@@ -264,8 +264,14 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")[-chars:]
 
 
+# One run per experiment, as before runs existed (no noise runs, no confirmation): each test is
+# as cheap as its meaning allows; a test about confirmations passes its own keepPolicy.
+ONE_RUN_POLICY = {"noiseRuns": 1, "confirmRuns": 0}
+
+
 def research_org(name: str, experiments: int, **spec: Any) -> dict[str, Any]:
-    """A tiny-profile org on the CPU with the mutate proposer; `spec` overrides top-level keys."""
+    """A tiny-profile org on the CPU with the mutate proposer and one run per experiment;
+    `spec` overrides top-level keys (keepPolicy among them)."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ResearchOrg",
@@ -282,6 +288,7 @@ def research_org(name: str, experiments: int, **spec: Any) -> dict[str, Any]:
             },
             "proposer": {"type": "mutate", "seed": 3},
             "budget": {"maxExperiments": experiments},
+            "keepPolicy": dict(ONE_RUN_POLICY),
             **spec,
         },
     }

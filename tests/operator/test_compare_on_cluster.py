@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 from on_cluster import GROUP, PLURAL, REPO, VERSION, Orgs, research_org
 
+from autoresearch_operator.core.records import ExperimentRecord, Outcome, TrainResult
 from autoresearch_operator.k8s.status import status_from_state
-from autoresearch_operator.records import ExperimentRecord, Outcome, TrainResult
 
 pytestmark = pytest.mark.cluster
 

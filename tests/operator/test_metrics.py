@@ -1,16 +1,18 @@
-"""Metrics say what the status says, count each experiment once, and share a port with /healthz."""
+"""Metrics say what the status says, count each experiment and each run once, and share a port
+with /healthz."""
 
 from __future__ import annotations
 
+import statistics
 import urllib.error
 import urllib.request
 
 import pytest
-from org_records import history, record
+from org_records import RUN_SECONDS, confirmed_history, history, record
 
+from autoresearch_operator.core.records import Outcome
 from autoresearch_operator.k8s.status import RUNNING, status_from_state
 from autoresearch_operator.metrics import Heartbeat, OperatorMetrics, serve
-from autoresearch_operator.records import Outcome
 
 ORG = {"namespace": "research", "org": "explorer"}
 
@@ -63,6 +65,70 @@ def test_replaying_the_journal_after_a_restart_never_double_counts():
     metrics.record("research", "explorer", history()[5])
     assert outcome_total(metrics, "keep") + outcome_total(metrics, "discard") == 4
     assert value(metrics, "autoresearch_llm_tokens_total") == sum(r.usage.total for r in history())
+
+
+def runs_total(metrics: OperatorMetrics, role: str | None = None) -> float:
+    return sum(
+        s.value
+        for m in metrics.registry.collect()
+        if m.name == "autoresearch_runs"
+        for s in m.samples
+        if s.name.endswith("_total") and role in (None, s.labels["role"])
+    )
+
+
+def test_metrics_of_runs_match_the_status_noise_runs_and_verification_time():
+    records, open_runs = confirmed_history()
+    metrics = OperatorMetrics()
+    metrics.replay("research", "explorer", records, open_runs)
+    status = status_from_state(phase=RUNNING, message="", records=records, open_runs=open_runs)
+
+    assert runs_total(metrics) == status["counts"]["runs"] == 12
+    assert runs_total(metrics, "baseline") == 3 and runs_total(metrics, "screen") == 3
+    assert runs_total(metrics, "confirm") == 3 and runs_total(metrics, "champion") == 3
+    assert value(metrics, "autoresearch_gpu_seconds_total") == pytest.approx(status["gpuSeconds"])
+    assert value(metrics, "autoresearch_verification_gpu_seconds_total") == pytest.approx(
+        status["verificationGpuSeconds"]
+    )
+    assert value(metrics, "autoresearch_noise_sigma_bpb") == pytest.approx(
+        status["noise"]["sigma"], abs=1e-6
+    )
+    assert value(metrics, "autoresearch_best_val_bpb") == pytest.approx(status["best"]["valBpb"])
+    assert value(metrics, "autoresearch_best_test_bpb") == pytest.approx(status["best"]["testBpb"])
+    assert value(metrics, "autoresearch_baseline_val_bpb") == pytest.approx(
+        status["baseline"]["valBpb"]
+    )
+    assert value(metrics, "autoresearch_last_val_bpb") == status["lastExperiment"]["valBpb"]
+
+
+def test_each_run_counts_once_whether_seen_as_it_finished_on_replay_or_with_its_decision():
+    records, open_runs = confirmed_history()
+    metrics = OperatorMetrics()
+    metrics.replay("research", "explorer", records[:1])  # the operator restarts after the baseline
+    for rec in records[1:]:
+        for run in rec.runs:  # the loop reports each run as it is journaled ...
+            metrics.record_run("research", "explorer", run)
+        metrics.record("research", "explorer", rec)  # ... then the decision, with the same runs
+    for run in open_runs:
+        metrics.record_run("research", "explorer", run)
+        metrics.record_run("research", "explorer", run)
+    metrics.replay("research", "explorer", records, open_runs)  # and restarts again
+    assert runs_total(metrics) == 12
+    assert value(metrics, "autoresearch_gpu_seconds_total") == 12 * RUN_SECONDS
+    assert value(metrics, "autoresearch_verification_gpu_seconds_total") == 6 * RUN_SECONDS
+    assert outcome_total(metrics, "keep") + outcome_total(metrics, "discard") == 3
+
+
+def test_sigma_appears_once_a_commit_has_two_measured_runs():
+    records, _ = confirmed_history()
+    baseline = records[0]
+    metrics = OperatorMetrics()
+    metrics.record_run("research", "explorer", baseline.runs[0])
+    assert value(metrics, "autoresearch_noise_sigma_bpb") is None
+    metrics.record_run("research", "explorer", baseline.runs[1])
+    assert value(metrics, "autoresearch_noise_sigma_bpb") == pytest.approx(
+        statistics.stdev([1.50, 1.52])
+    )
 
 
 def test_a_deleted_org_leaves_no_series_behind():

@@ -8,15 +8,15 @@ import threading
 
 import kopf
 import pytest
-from org_records import history, record
+from org_records import RUN_SECONDS, THIRD, confirmed_history, history, record
 
+from autoresearch_operator.core.records import ExperimentRecord, Outcome
 from autoresearch_operator.k8s import handlers
 from autoresearch_operator.k8s.config import OperatorConfig
 from autoresearch_operator.k8s.daemon import Runtime, api_key_secret
 from autoresearch_operator.k8s.observer import OrgObserver, StatusPublisher, describe_record
 from autoresearch_operator.metrics import Heartbeat, OperatorMetrics
 from autoresearch_operator.proposers import ProposerConfigError
-from autoresearch_operator.records import Outcome
 from autoresearch_operator.spec import org_from_resource
 
 BODY = {
@@ -83,7 +83,8 @@ def test_parallel_experiments_reported_from_many_threads_add_up():
         t.join()
     publisher.flush()
     assert patches[-1]["counts"] == {
-        "total": 40, "kept": 0, "discarded": 40, "crashed": 0, "running": 0
+        "total": 40, "kept": 0, "discarded": 40, "crashed": 0, "running": 0, "confirming": 0,
+        "confirmed": 0, "runs": 40,
     }  # fmt: skip
     assert sum(1 for e in events if e[1] == "ExperimentStarted") == 40
     labels = {"namespace": "research", "org": "explorer"}
@@ -93,9 +94,63 @@ def test_parallel_experiments_reported_from_many_threads_add_up():
 def test_every_decision_gets_an_event_and_crashes_are_warnings():
     kinds = {describe_record(r)[1]: describe_record(r) for r in history()}
     assert kinds["ExperimentKept"][0] == "Normal" and "1.420000" in kinds["ExperimentKept"][2]
-    assert "did not beat" in kinds["ExperimentDiscarded"][2]
+    assert "did not beat" in kinds["ExperimentDiscarded"][2]  # a record from before details
     kind, _reason, message = kinds["ExperimentCrashed"]
     assert kind == "Warning" and "(invalid-proposal)" in message
+
+
+def test_keep_and_discard_events_say_why_in_the_policys_words():
+    records, _ = confirmed_history()
+    _, reason, kept = describe_record(records[2])
+    assert reason == "ExperimentKept"
+    assert "val_bpb 1.420000, p = 0.0042" in kept and "significant at alpha 0.05" in kept
+    _, reason, discarded = describe_record(records[1])
+    assert reason == "ExperimentDiscarded" and "not promising" in discarded
+    assert "p =" not in discarded  # screened out: no confirmation, no test
+
+
+def test_a_confirmation_is_one_event_its_runs_only_status_and_metrics():
+    patches: list[dict] = []
+    publisher = StatusPublisher(patches.append, interval=0)
+    events: list[tuple] = []
+    metrics = OperatorMetrics()
+    observer = OrgObserver("research", "explorer", publisher, lambda *e: events.append(e), metrics)
+    records, open_runs = confirmed_history()
+    publisher.set_records(records)
+    screen, *verification = open_runs
+
+    observer.phase("explorer", 3, "training", "idea 3")
+    observer.run_recorded("explorer", screen)
+    observer.phase("explorer", 3, "confirming", "2 more runs and 2 re-runs of the best")
+    for run in verification:
+        observer.phase("explorer", 3, "verifying", f"run {run.run}: {run.role.value}")
+        observer.run_recorded("explorer", run)
+    counts = patches[-1]["counts"]
+    assert (counts["running"], counts["confirming"], counts["runs"]) == (1, 1, 12)
+    assert patches[-1]["gpuSeconds"] == 12 * RUN_SECONDS
+    assert [e[1] for e in events] == ["ExperimentStarted", "ExperimentConfirming"]
+    assert events[1][2] == (
+        "experiment 3 is promising: confirming with 2 more runs and 2 re-runs of the best"
+    )
+    labels = {"namespace": "research", "org": "explorer", "role": "champion"}
+    assert metrics.registry.get_sample_value("autoresearch_runs_total", labels) == 1
+
+    decided = ExperimentRecord(3, "idea 3", Outcome.DISCARD, commit=THIRD, val_bpb=1.39,
+                               detail="not significant", p_value=0.3, runs=open_runs)  # fmt: skip
+    observer.recorded("explorer", decided)
+    counts = patches[-1]["counts"]
+    assert (counts["running"], counts["confirming"], counts["runs"]) == (0, 0, 12)
+    assert counts["total"] == 4 and events[-1][1] == "ExperimentDiscarded"
+
+
+def test_after_a_restart_an_experiment_with_verification_runs_journaled_counts_as_confirming():
+    patches: list[dict] = []
+    publisher = StatusPublisher(patches.append, interval=0)
+    records, open_runs = confirmed_history()
+    publisher.set_records(records, open_runs[:1])  # only the screening run: not confirming yet
+    assert patches[-1]["counts"]["confirming"] == 0
+    publisher.set_records(records, open_runs)
+    assert patches[-1]["counts"]["confirming"] == 1 and patches[-1]["counts"]["runs"] == 12
 
 
 def test_the_api_key_comes_from_the_orgs_secret_else_the_operators_default():

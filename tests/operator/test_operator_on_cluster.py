@@ -58,7 +58,7 @@ def test_a_tiny_org_prepares_trains_its_budget_and_completes(
     jobs = client.BatchV1Api(cluster.api).list_namespaced_job(namespace).items
     names = sorted(j.metadata.name for j in jobs)
     assert names == ["autoresearch-data-prepare"] + [
-        f"explorer-exp-{n:05d}" for n in range(EXPERIMENTS)
+        f"explorer-exp-{n:05d}-run-0" for n in range(EXPERIMENTS)
     ]
 
     events = client.CoreV1Api(cluster.api).list_namespaced_event(
@@ -158,7 +158,8 @@ def test_deleting_an_org_stops_its_daemon_and_collects_its_jobs(
     batch = client.BatchV1Api(cluster.api)
     testcluster.wait_for(
         lambda: any(
-            j.metadata.name == "short-exp-00000" for j in batch.list_namespaced_job(namespace).items
+            j.metadata.name == "short-exp-00000-run-0"
+            for j in batch.list_namespaced_job(namespace).items
         ),
         300,
         "the first experiment's Job",

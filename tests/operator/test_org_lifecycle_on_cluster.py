@@ -92,4 +92,5 @@ def test_a_crashed_baseline_fails_the_org_without_recording_it(
     assert "baseline" in status["message"], status["message"]
     assert "change the spec" in status["message"]
     assert status.get("counts", {}).get("total", 0) == 0  # not recorded: it runs again once fixed
-    assert job_names(cluster, namespace) == ["grounded-exp-00000"]  # no prepare Job
+    assert status.get("counts", {}).get("running", 0) == 0  # the crashed run is not running
+    assert job_names(cluster, namespace) == ["grounded-exp-00000-run-0"]  # no prepare Job

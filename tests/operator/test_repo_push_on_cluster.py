@@ -18,7 +18,7 @@ import testcluster
 from kubernetes import client
 from on_cluster import Orgs, research_org
 
-from autoresearch_operator.gitrepo import DEFAULT_HTTPS_USERNAME
+from autoresearch_operator.core.gitrepo import DEFAULT_HTTPS_USERNAME
 from support.git_http_server import GitHttpServer
 
 pytestmark = pytest.mark.cluster

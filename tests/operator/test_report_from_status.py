@@ -5,8 +5,8 @@ from __future__ import annotations
 from test_compare_on_cluster import history
 
 from autoresearch_operator.cluster_report import plot_title, records_from_status, summary_from_org
+from autoresearch_operator.core.records import Outcome
 from autoresearch_operator.k8s.status import RECENT_EXPERIMENTS, status_from_state
-from autoresearch_operator.records import Outcome
 
 
 def org(status: dict, proposer: dict) -> dict:

@@ -17,7 +17,7 @@ def job(condition: str | None = "Complete", reason: str | None = None, message: 
             {"type": condition, "status": "True", "reason": reason, "message": message}
         )
     return {
-        "metadata": {"name": "explorer-exp-00007"},
+        "metadata": {"name": "explorer-exp-00007-run-0"},
         "spec": {"activeDeadlineSeconds": 420},
         "status": {"conditions": conditions},
     }
@@ -43,7 +43,7 @@ def pod(train: dict | None = None, evaluate: dict | None = None, **status: objec
         pod_status["containerStatuses"] = [{"name": "evaluate", "state": evaluate}]
     return {
         "metadata": {
-            "name": "explorer-exp-00007-abcde",
+            "name": "explorer-exp-00007-run-0-abcde",
             "creationTimestamp": "2025-01-01T00:00:00Z",
         },
         "status": pod_status,

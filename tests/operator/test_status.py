@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import statistics
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from org_records import history, record
+from org_records import RUN_SECONDS, confirmed_history, history, record
 
+from autoresearch_operator.core.ledger import Ledger
+from autoresearch_operator.core.records import Outcome
+from autoresearch_operator.crd import build_crd
 from autoresearch_operator.k8s.status import (
     COMPLETED,
     FAILED,
@@ -19,7 +24,6 @@ from autoresearch_operator.k8s.status import (
     next_phase,
     status_from_state,
 )
-from autoresearch_operator.records import Outcome
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -29,11 +33,16 @@ def test_counts_best_baseline_and_usage_follow_the_journal():
         phase=RUNNING, message="running", records=history(), running={6, 7},
         branch="autoresearch/explorer", observed_generation=3, now=NOW,
     )  # fmt: skip
-    assert status["counts"] == {"total": 6, "kept": 2, "discarded": 2, "crashed": 2, "running": 2}
-    assert status["baseline"] == {"valBpb": 1.50, "commit": f"{0:040x}", "experiment": 0}
-    assert status["best"] == {"valBpb": 1.42, "commit": f"{2:040x}", "experiment": 2}
+    assert status["counts"] == {
+        "total": 6, "kept": 2, "discarded": 2, "crashed": 2, "running": 2,
+        "confirming": 0, "confirmed": 0, "runs": 5,  # one run each; the rejected proposal none
+    }  # fmt: skip
+    assert status["baseline"] == {"valBpb": 1.50, "runs": 1, "commit": f"{0:040x}", "experiment": 0}
+    assert status["best"] == {"valBpb": 1.42, "runs": 1, "commit": f"{2:040x}", "experiment": 2}
+    assert status["noise"] == {"runs": 0, "df": 0}  # no commit ran twice: no sigma yet
     # Training seconds of every experiment that trained, crashes included (the GPU was used).
     assert status["gpuSeconds"] == 4 * 300 + 40
+    assert status["verificationGpuSeconds"] == 0
     assert status["gpuHours"] == round(1240 / 3600, 4)
     assert status["llmTokens"] == sum(t + t // 2 for t in (1000, 1200, 900, 700, 1100))
     assert status["branch"] == "autoresearch/explorer" and status["observedGeneration"] == 3
@@ -49,17 +58,69 @@ def test_last_experiment_describes_the_latest_decision_without_nulls():
     assert crash["outcome"] == "crash" and crash["reason"] == "nan" and "valBpb" not in crash
 
 
-def test_best_is_the_lowest_keep_even_when_parallel_experiments_finish_out_of_order():
-    # Experiment 5 was kept first (1.40), then 4 finished and beat it (1.38).
+def test_best_is_the_latest_keep_in_decision_order_when_parallel_experiments_finish_out_of_order():
+    # Experiment 5 was kept first (1.40), then 4 was decided against it and kept (1.38).
     records = [
         record(0, Outcome.KEEP, 1.5),
         record(4, Outcome.KEEP, 1.38, finished_at=2e9 + 10),
         record(5, Outcome.KEEP, 1.40, finished_at=2e9),
     ]
+    for decision, n in enumerate((0, 5, 4)):
+        next(r for r in records if r.experiment == n).decision = decision
     status = status_from_state(phase=RUNNING, message="", records=records, now=NOW)
     assert status["best"]["experiment"] == 4
     # lastExperiment is the latest decision, not the highest experiment number.
     assert status["lastExperiment"]["experiment"] == 4
+
+
+def test_best_and_baseline_are_means_over_their_runs_and_sigma_is_pooled_from_repeats():
+    records, open_runs = confirmed_history()
+    status = status_from_state(
+        phase=RUNNING, message="", records=records, open_runs=open_runs, running={3},
+        confirming=1, now=NOW,
+    )  # fmt: skip
+    ledger = Ledger(records, open_runs)
+    # the best (experiment 2) over its confirmation runs and the re-run of it beside experiment 3
+    # (never its screening run, picked for being low)
+    assert status["best"]["experiment"] == 2 and status["best"]["runs"] == 3
+    assert status["best"]["valBpb"] == pytest.approx((1.41 + 1.43 + 1.43) / 3)
+    assert status["best"]["valBpbSd"] == pytest.approx(statistics.stdev([1.41, 1.43, 1.43]))
+    assert status["best"]["testBpb"] == pytest.approx((1.42 + 1.44 + 1.44) / 3)
+    # the baseline over its three noise runs and the two re-runs of it beside experiment 2
+    assert status["baseline"]["runs"] == 5
+    assert status["baseline"]["valBpb"] == pytest.approx(1.50)
+    assert ledger.noise.sigma is not None
+    assert status["noise"] == {
+        "sigma": round(ledger.noise.sigma, 6), "runs": ledger.noise.runs, "df": ledger.noise.df
+    }  # fmt: skip
+    assert status["noise"]["runs"] == 8  # baseline 5, experiment 2's commit 3; a lone run is none
+    assert status["counts"] == {
+        "total": 3, "kept": 2, "discarded": 1, "crashed": 0, "running": 1, "confirming": 1,
+        "confirmed": 1, "runs": 12,
+    }  # fmt: skip
+
+
+def test_verification_gpu_time_is_the_part_spent_on_confirmations_and_re_runs():
+    records, open_runs = confirmed_history()
+    status = status_from_state(
+        phase=RUNNING, message="", records=records, open_runs=open_runs, now=NOW
+    )
+    assert status["gpuSeconds"] == 12 * RUN_SECONDS  # every run, open experiments' included
+    assert status["verificationGpuSeconds"] == 6 * RUN_SECONDS  # 4 for experiment 2, 2 for 3
+    decided_only = status_from_state(phase=RUNNING, message="", records=records, now=NOW)
+    assert decided_only["gpuSeconds"] == 9 * RUN_SECONDS
+
+
+def test_an_experiment_shows_its_runs_and_the_p_value_of_its_confirmation():
+    records, _ = confirmed_history()
+    status = status_from_state(phase=RUNNING, message="", records=records, now=NOW)
+    kept = status["lastExperiment"]
+    assert (kept["experiment"], kept["runs"], kept["pValue"]) == (2, 5, 0.0042)
+    assert "significant" in kept["detail"]
+    screened = status["recentExperiments"][1]
+    assert (
+        screened["runs"] == 1 and "pValue" not in screened and "not promising" in screened["detail"]
+    )
 
 
 def test_a_crashed_baseline_leaves_baseline_and_best_absent():
@@ -143,3 +204,34 @@ def test_repo_pushed_condition_reports_the_last_push_and_survives_until_the_next
 
     ok = {c["type"]: c for c in conditions_for(RUNNING, "running", failed, now, push_error=None)}
     assert (ok["RepoPushed"]["status"], ok["RepoPushed"]["reason"]) == ("True", "Pushed")
+
+
+def unknown_fields(value: Any, schema: dict[str, Any], path: str = "status") -> list[str]:
+    """The paths in `value` that the structural schema does not declare: the API server would
+    prune them from the status without a word."""
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [m for item in value for m in unknown_fields(item, items, f"{path}[]")]
+    if not isinstance(value, dict) or schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    props = schema.get("properties") or {}
+    found = []
+    for key, child in value.items():
+        if key in props:
+            found += unknown_fields(child, props[key], f"{path}.{key}")
+        else:
+            found.append(f"{path}.{key}")
+    return found
+
+
+def test_every_status_field_is_declared_in_the_crd_so_none_is_pruned():
+    records, open_runs = confirmed_history()
+    status = status_from_state(
+        phase=RUNNING, message="", records=records + [record(4, Outcome.CRASH, reason="nan")],
+        open_runs=open_runs, running={3}, confirming=1, now=NOW,
+    )  # fmt: skip
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert unknown_fields(status, schema["status"]) == []
+    status["recentExperiments"][0]["runz"] = 1  # the check itself finds a field the CRD lacks
+    assert unknown_fields(status, schema["status"]) == ["status.recentExperiments[].runz"]
+    assert {"noise", "verificationGpuSeconds"} <= set(status)

@@ -21,6 +21,7 @@ from ..spec import API_GROUP, API_VERSION, KIND, Org
 
 LABEL_ORG = f"{API_GROUP}/org"
 LABEL_EXPERIMENT = f"{API_GROUP}/experiment"
+LABEL_RUN = f"{API_GROUP}/run"
 LABEL_COMMIT = f"{API_GROUP}/commit"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {
@@ -39,9 +40,10 @@ TTL_AFTER_FINISHED = 3600
 POD_MARGIN_SECONDS = 600
 
 
-def experiment_job_name(org: str, experiment: int) -> str:
-    """Deterministic, so re-creating a Job after an operator restart is a no-op (409)."""
-    return _name_with_suffix(org, f"-exp-{experiment:05d}")
+def experiment_job_name(org: str, experiment: int, run: int) -> str:
+    """One Job per run of an experiment (core/policy.py numbers them). Deterministic, so
+    re-creating a Job after an operator restart is a no-op (409) and the running one is adopted."""
+    return _name_with_suffix(org, f"-exp-{experiment:05d}-run-{run}")
 
 
 def prepare_job_name(data_claim: str) -> str:
@@ -127,19 +129,23 @@ def experiment_job(
     commit: str,
     *,
     data_claim: str,
+    run: int = 0,
     seed: int = 0,
     test_if_val_below: float | None = None,
 ) -> dict[str, Any]:
-    """The Job that trains and evaluates one candidate. The train.py ConfigMap is made after it.
+    """The Job that trains and evaluates one run of an experiment: `commit` is what it trains
+    (the candidate, or the best for a champion re-run). The train.py ConfigMap is made after it.
 
     `seed` orders the training data; `test_if_val_below`, when set, asks the evaluation to score
     the held-out test split too if val_bpb is below it (and only then is that split mounted).
     """
     trainer = org.spec.trainer
     namespace = org_body["metadata"]["namespace"]
-    name = experiment_job_name(org.name, experiment)
+    name = experiment_job_name(org.name, experiment, run)
     job_labels = labels(
-        org.name, "experiment", **{LABEL_EXPERIMENT: str(experiment), LABEL_COMMIT: commit[:40]}
+        org.name,
+        "experiment",
+        **{LABEL_EXPERIMENT: str(experiment), LABEL_RUN: str(run), LABEL_COMMIT: commit[:40]},
     )
     if trainer.queueName:
         job_labels["kueue.x-k8s.io/queue-name"] = trainer.queueName
@@ -221,7 +227,8 @@ def experiment_job(
             "namespace": namespace,
             "labels": job_labels,
             "annotations": {
-                f"{API_GROUP}/description": f"candidate train.py of experiment {experiment}"
+                f"{API_GROUP}/description": f"experiment {experiment}, run {run}: train.py of "
+                f"commit {commit[:7]}, seed {seed}"
             },
             "ownerReferences": [org_owner(org_body)],
         },

@@ -19,11 +19,11 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from ..core.gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
+from ..core.journal import Journal
+from ..core.loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from ..crd import PLURAL
 from ..executor import baseline_train_py
-from ..gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
-from ..journal import Journal
-from ..loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from ..metrics import OperatorMetrics
 from ..proposers import Proposer, ProposerConfigError, make_proposer
 from ..spec import API_GROUP, API_VERSION, Org, OrgSpecError, SecretKeyRef, org_from_resource
@@ -162,8 +162,9 @@ class OrgRunner:
         journal = Journal(self.config.journal_dir(self.namespace, self.name))
         state = reconcile(org, repo, journal)
         self.publisher.branch = org.branch
-        self.publisher.set_records(state.records)
-        self.runtime.metrics.replay(self.namespace, self.name, state.records)
+        self.publisher.set_records(state.records, state.open_runs)
+        self.runtime.metrics.replay(self.namespace, self.name, state.records, state.open_runs)
+        self.runtime.metrics.set_running(self.namespace, self.name, 0)  # no loop trains yet
         phase, message = next_phase(
             paused=org.spec.paused,
             exhausted=budget_exhausted(org, state),
@@ -248,6 +249,8 @@ class OrgRunner:
         if (self.publisher.phase, self.publisher.message) != (FAILED, message):
             self.post_event("Warning", "Failed", message)
             self.log.warning("failed: %s", message)
+        self.publisher.idle()  # e.g. the baseline run that crashed is not running any more
+        self.runtime.metrics.set_running(self.namespace, self.name, 0)
         self.publisher.set_phase(FAILED, message, generation)
         self.runtime.metrics.set_phase(self.namespace, self.name, FAILED)
         self._wait_for_change(generation, timeout=retry_after or RETRY_SECONDS)

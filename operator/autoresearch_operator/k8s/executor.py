@@ -1,8 +1,8 @@
-"""KubernetesExecutor: one experiment is one Job, judged by the trusted harness in its pod.
+"""KubernetesExecutor: each run of an experiment is one Job, judged by the harness in its pod.
 
-Idempotent across operator restarts: the Job's name is a function of (org, experiment), so
-re-running an experiment that was committed but never recorded adopts the Job already there
-(409) and waits for it, instead of training the candidate twice.
+Idempotent across operator restarts: the Job's name is a function of (org, experiment, run), so
+the loop asking again for a run that was never journaled adopts the Job already there (409) and
+waits for it, instead of training that run twice.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..executor import ExperimentJob, Progress, ProgressCallback, parse_progress
-from ..records import CrashReason, TrainResult
+from ..core.interfaces import ExperimentJob, Progress, ProgressCallback
+from ..core.records import CrashReason, TrainResult
+from ..executor import parse_progress
 from ..spec import Org
 from . import builders
 from .jobs import JobClient
@@ -33,6 +34,7 @@ class KubernetesExecutor:
             job.experiment,
             job.commit,
             data_claim=self.data_claim,
+            run=job.run,
             seed=job.seed,
             test_if_val_below=job.test_if_val_below,
         )
@@ -49,7 +51,7 @@ class KubernetesExecutor:
         self.jobs.create_configmap(builders.candidate_configmap(created, job.train_py))
 
         started = time.monotonic()
-        progress = Progress(job.experiment, 0.0)
+        progress = Progress(job.experiment, 0.0, run=job.run)
         logs_readable = [on_progress is not None]
 
         def on_poll(_current: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """How a running org shows itself: status patches, Events and metrics, fed by the loop.
 
 `OrgObserver` is the loop's LoopObserver. It may be called from several threads at once (the
-loop trains experiments in parallel), so all state sits behind one lock, and the status is always
-recomputed whole from the recorded experiments (k8s/status.py).
+loop trains runs in parallel), so all state sits behind one lock, and the status is always
+recomputed whole from the journaled runs and decided experiments (k8s/status.py).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..executor import Progress
+from ..core.interfaces import Progress
+from ..core.records import ExperimentRecord, Outcome, Proposal, ProposalContext, RunRecord
 from ..metrics import OperatorMetrics
 from ..proposers import Proposer
-from ..records import ExperimentRecord, Outcome, Proposal, ProposalContext
-from .status import status_from_state
+from .status import DESCRIPTION_CHARS, DETAIL_CHARS, clip, status_from_state
 
 PatchStatus = Callable[[dict[str, Any]], None]
 PostEvent = Callable[[str, str, str], None]  # (type, reason, message)
@@ -45,7 +45,9 @@ class StatusPublisher:
         self.branch: str | None = previous.get("branch")
         self.generation: int | None = previous.get("observedGeneration")
         self.records: list[ExperimentRecord] = []
-        self.running: set[int] = set()
+        self.open_runs: dict[tuple[int, int], RunRecord] = {}  # journaled, experiment undecided
+        self.running: set[int] = set()  # experiments with a run training
+        self.confirming: set[int] = set()  # promising experiments, confirmation under way
         self._conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
         self.push_error: str | None | bool = False  # see status.conditions_for
         self._last_patch = float("-inf")
@@ -58,6 +60,8 @@ class StatusPublisher:
                 message=self.message,
                 records=self.records,
                 running=self.running,
+                open_runs=list(self.open_runs.values()),
+                confirming=len(self.confirming),
                 branch=self.branch,
                 observed_generation=self.generation,
                 previous_conditions=self._conditions,
@@ -75,15 +79,45 @@ class StatusPublisher:
                 self.flush()
             return changed
 
-    def set_records(self, records: Sequence[ExperimentRecord]) -> None:
+    def set_records(
+        self, records: Sequence[ExperimentRecord], open_runs: Sequence[RunRecord] = ()
+    ) -> None:
+        """Everything the journal holds, at the start of each of the daemon's passes (after a
+        restart too), when no loop is training: the loop reports what it starts again."""
         with self._lock:
             self.records = sorted(records, key=lambda r: r.experiment)
-            self.running -= {r.experiment for r in records}
+            decided = {r.experiment for r in records}
+            self.open_runs = {r.key: r for r in open_runs if r.experiment not in decided}
+            self.running = set()
+            # an experiment with a confirmation run or a re-run journaled is being confirmed
+            self.confirming = {r.experiment for r in self.open_runs.values() if r.role.verification}
         self.publish()
 
     def started(self, experiment: int) -> None:
         with self._lock:
             self.running.add(experiment)
+        self.publish()
+
+    def idle(self) -> None:
+        """No loop trains (it stopped on a failure): nothing is running, whatever was started."""
+        with self._lock:
+            self.running = set()
+        self.publish()
+
+    def confirming_started(self, experiment: int) -> None:
+        with self._lock:
+            self.confirming.add(experiment)
+        self.publish()
+
+    def run_recorded(self, run: RunRecord) -> None:
+        """A journaled run: open until its experiment is decided (a run that finishes after
+        that, e.g. a re-run beside a confirmation that crashed, joins the decided record)."""
+        with self._lock:
+            decided = next((r for r in self.records if r.experiment == run.experiment), None)
+            if decided is None:
+                self.open_runs[run.key] = run
+            elif all(r.key != run.key for r in decided.runs):
+                decided.runs.append(run)
         self.publish()
 
     def recorded(self, rec: ExperimentRecord) -> None:
@@ -92,7 +126,9 @@ class StatusPublisher:
                 [r for r in self.records if r.experiment != rec.experiment] + [rec],
                 key=lambda r: r.experiment,
             )
+            self.open_runs = {k: r for k, r in self.open_runs.items() if k[0] != rec.experiment}
             self.running.discard(rec.experiment)
+            self.confirming.discard(rec.experiment)
         self.publish()
 
     def pushed(self, error: str | None) -> None:
@@ -139,28 +175,29 @@ def _bpb(value: float | None) -> str:
 
 
 def describe_record(rec: ExperimentRecord) -> tuple[str, str, str]:
-    """(event type, reason, message) for a recorded experiment."""
+    """(event type, reason, message) for a decided experiment: what it scored and, in the
+    policy's words (rec.detail), why it was kept, discarded or counted as a crash."""
     head = f"experiment {rec.experiment}"
     if rec.commit:
         head += f" ({rec.commit[:7]})"
+    description = clip(rec.description, DESCRIPTION_CHARS)
+    why = f" ({clip(rec.detail, DETAIL_CHARS)})" if rec.detail else ""
+    score = f"val_bpb {_bpb(rec.val_bpb)}"
+    if rec.p_value is not None:
+        score += f", p = {rec.p_value:.3g}"
     if rec.outcome is Outcome.KEEP:
-        return (
-            "Normal",
-            "ExperimentKept",
-            f"{head} kept: val_bpb {_bpb(rec.val_bpb)}: {rec.description}",
-        )
+        return "Normal", "ExperimentKept", f"{head} kept: {score}{why}: {description}"
     if rec.outcome is Outcome.DISCARD:
-        return (
-            "Normal",
-            "ExperimentDiscarded",
-            f"{head} discarded: val_bpb {_bpb(rec.val_bpb)} did not beat "
-            f"{_bpb(rec.best_val_bpb)}: {rec.description}",
-        )
+        why = why or f" (did not beat {_bpb(rec.best_val_bpb)})"
+        return "Normal", "ExperimentDiscarded", f"{head} discarded: {score}{why}: {description}"
     return "Warning", "ExperimentCrashed", f"{head} crashed ({rec.reason}): {rec.detail or ''}"
 
 
 class OrgObserver:
-    """The loop's observer for one ResearchOrg: status, Events and metrics."""
+    """The loop's observer for one ResearchOrg: status, Events and metrics.
+
+    Events mark what a person follows (a run started, a confirmation begun, a decision); the
+    confirmation runs themselves only update the status, to keep API requests low."""
 
     def __init__(
         self,
@@ -177,10 +214,18 @@ class OrgObserver:
 
     def phase(self, org: str, experiment: int, phase: str, detail: str = "") -> None:
         self.log.info("experiment %d: %s %s", experiment, phase, detail)
-        if phase == "training":
+        if phase in ("training", "verifying"):
             self.publisher.started(experiment)
             self.metrics.set_running(self.namespace, self.name, len(self.publisher.running))
-            self.post_event("Normal", "ExperimentStarted", f"experiment {experiment}: {detail}")
+            if phase == "training":
+                self.post_event("Normal", "ExperimentStarted", f"experiment {experiment}: {detail}")
+        elif phase == "confirming":
+            self.publisher.confirming_started(experiment)
+            self.post_event(
+                "Normal",
+                "ExperimentConfirming",
+                f"experiment {experiment} is promising: confirming with {detail}",
+            )
         elif phase == "resuming":
             self.post_event(
                 "Normal", "ExperimentResumed", f"experiment {experiment}: re-running {detail}"
@@ -188,7 +233,13 @@ class OrgObserver:
 
     def progress(self, org: str, p: Progress) -> None:
         if p.line:
-            self.log.debug("experiment %d at %.0fs: %s", p.experiment, p.wall_seconds, p.line)
+            self.log.debug(
+                "experiment %d run %d at %.0fs: %s", p.experiment, p.run, p.wall_seconds, p.line
+            )
+
+    def run_recorded(self, org: str, run: RunRecord) -> None:
+        self.publisher.run_recorded(run)
+        self.metrics.record_run(self.namespace, self.name, run)
 
     def recorded(self, org: str, rec: ExperimentRecord) -> None:
         self.publisher.recorded(rec)

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from ..records import CrashReason, TrainResult
+from ..core.records import CrashReason, TrainResult
 
 TRAIN, EVALUATE = "train", "evaluate"
 LOG_TAIL_CHARS = 3000

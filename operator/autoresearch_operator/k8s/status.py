@@ -1,8 +1,9 @@
 """A ResearchOrg's status, computed from the journal: pure functions, no Kubernetes.
 
-The operator never keeps counts of its own; it rebuilds the status from the recorded
-experiments (and the set running now) every time, so the status, the journal and the metrics
-cannot drift apart. A None value means "absent": the merge patch that writes it removes the key.
+The operator never keeps counts of its own; it rebuilds the status from the org's ledger
+(core/ledger.py: the journaled runs and decided experiments) and the experiments running now,
+every time, so the status, the journal, `compare` and the metrics cannot drift apart. A None
+value means "absent": the merge patch that writes it removes the key.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ..records import ExperimentRecord, Outcome, baseline_record, best_record, gpu_seconds
+from ..core.ledger import Estimate, Ledger, Noise
+from ..core.records import ExperimentRecord, RunRecord
 
 PENDING, PREPARING, RUNNING, PAUSED, COMPLETED, FAILED = (
     "Pending",
@@ -32,7 +34,8 @@ def rfc3339(when: float | datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _clip(text: str | None, limit: int) -> str | None:
+def clip(text: str | None, limit: int) -> str | None:
+    """One line of at most `limit` characters (status fields, Event messages)."""
     if text is None:
         return None
     text = " ".join(text.split())
@@ -46,41 +49,45 @@ def experiment_summary(rec: ExperimentRecord) -> dict[str, Any]:
         "commit": rec.commit,
         "outcome": rec.outcome.value,
         "reason": rec.reason,
-        "detail": _clip(rec.detail, DETAIL_CHARS),
+        "detail": clip(rec.detail, DETAIL_CHARS),
         "valBpb": rec.val_bpb,
         "testBpb": rec.result.test_bpb if rec.result else None,
-        "description": _clip(rec.description, DESCRIPTION_CHARS),
+        "runs": len(rec.runs) or None,
+        "pValue": rec.p_value,
+        "description": clip(rec.description, DESCRIPTION_CHARS),
         "trainingSeconds": rec.result.training_seconds if rec.result else None,
         "finishedAt": rfc3339(rec.finished_at) if rec.finished_at is not None else None,
     }
     return {k: v for k, v in summary.items() if v is not None}
 
 
-def _point(rec: ExperimentRecord | None) -> dict[str, Any] | None:
+def _point(rec: ExperimentRecord | None, est: Estimate | None) -> dict[str, Any] | None:
+    """The best or the baseline: its mean over its runs, with their count and spread."""
     if rec is None:
         return None
     point = {
-        "valBpb": rec.val_bpb,
-        "testBpb": rec.result.test_bpb if rec.result else None,
+        "valBpb": est.mean if est else rec.val_bpb,
+        "valBpbSd": est.sd if est else None,
+        "runs": est.n if est else None,
+        "testBpb": est.test_mean if est else None,
         "commit": rec.commit,
         "experiment": rec.experiment,
     }
     return {k: v for k, v in point.items() if v is not None}
 
 
-def llm_tokens(records: Iterable[ExperimentRecord]) -> int:
-    return sum(r.usage.total for r in records)
+def noise_status(noise: Noise) -> dict[str, Any]:
+    """status.noise: sigma once some commit has two measurement runs."""
+    out: dict[str, Any] = {"runs": noise.runs, "df": noise.df}
+    if noise.sigma is not None:
+        out["sigma"] = round(noise.sigma, 6)
+    return out
 
 
-def counts(records: Sequence[ExperimentRecord], running: Collection[int]) -> dict[str, int]:
-    by = {o: sum(1 for r in records if r.outcome is o) for o in Outcome}
-    return {
-        "total": len(records),
-        "kept": by[Outcome.KEEP],
-        "discarded": by[Outcome.DISCARD],
-        "crashed": by[Outcome.CRASH],
-        "running": len(running),
-    }
+def counts(ledger: Ledger, running: Collection[int], confirming: int = 0) -> dict[str, int]:
+    """The ledger's counts, and what is under way: experiments with a run training, and
+    promising ones whose confirmation has begun."""
+    return {**ledger.counts, "running": len(running), "confirming": confirming}
 
 
 def conditions_for(
@@ -128,29 +135,35 @@ def status_from_state(
     message: str,
     records: Sequence[ExperimentRecord],
     running: Collection[int] = (),
+    open_runs: Sequence[RunRecord] = (),
+    confirming: int = 0,
     branch: str | None = None,
     observed_generation: int | None = None,
     previous_conditions: Iterable[dict[str, Any]] = (),
     now: datetime | None = None,
     push_error: str | None | bool = False,
 ) -> dict[str, Any]:
-    """The whole status of an org, from its recorded experiments and the ones running now."""
+    """The whole status of an org: its decided experiments, the runs journaled for experiments
+    still open, the experiments running now and how many of those are being confirmed."""
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
     now = now or datetime.now(UTC)
-    used = gpu_seconds(records)
+    ledger = Ledger(records, open_runs)
+    used, verification = ledger.gpu_seconds, ledger.verification_gpu_seconds
     last = max(records, key=lambda r: (r.finished_at or 0.0, r.experiment), default=None)
     return {
         "phase": phase,
         "message": message,
         "observedGeneration": observed_generation,
         "branch": branch,
-        "baseline": _point(baseline_record(records)),
-        "best": _point(best_record(records)),
-        "counts": counts(records, running),
+        "baseline": _point(ledger.baseline_record, ledger.baseline),
+        "best": _point(ledger.best_record, ledger.best),
+        "noise": noise_status(ledger.noise),
+        "counts": counts(ledger, running, confirming),
         "gpuSeconds": round(used, 3),
         "gpuHours": round(used / 3600, 4),
-        "llmTokens": llm_tokens(records),
+        "verificationGpuSeconds": round(verification, 3),
+        "llmTokens": ledger.llm_tokens,
         "lastExperiment": experiment_summary(last) if last else None,
         "recentExperiments": [experiment_summary(r) for r in list(records)[-RECENT_EXPERIMENTS:]],
         "conditions": conditions_for(phase, message, previous_conditions, now, push_error),
