@@ -137,3 +137,18 @@ def test_candidate_configmap_is_owned_by_its_job():
     assert cm["data"] == {"train.py": "print('hi')\n"}
     volumes = {v["name"]: v for v in j["spec"]["template"]["spec"]["volumes"]}
     assert volumes["candidate"]["configMap"]["name"] == cm["metadata"]["name"]
+
+
+def test_verification_runs_prefer_the_gpu_type_of_their_experiments_other_runs():
+    assert "affinity" not in job(7, run=0)["spec"]["template"]["spec"]
+    confirm = job(7, run=3)
+    (term,) = confirm["spec"]["template"]["spec"]["affinity"]["podAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "nvidia.com/gpu.product"
+    selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    pod_labels = confirm["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()  # the pair's pods match each other
+    assert (
+        selector["autoresearch.dev/experiment"] == "7" and pod_labels["autoresearch.dev/run"] == "3"
+    )

@@ -63,6 +63,11 @@ class ScriptedExecutor:
         self.jobs: dict[int, ExperimentJob] = {}
         self.interrupt_at = interrupt_at
 
+    slots = 8  # the org's parallelism decides
+
+    def cancel(self) -> None:
+        pass
+
     def run(self, job: ExperimentJob, on_progress=None) -> TrainResult:
         if job.experiment == self.interrupt_at:
             self.interrupt_at = None

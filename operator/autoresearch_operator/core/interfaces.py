@@ -39,9 +39,17 @@ ProgressCallback = Callable[[Progress], None]
 
 
 class Executor(Protocol):
+    """Trains one run under the trusted harness and returns what the harness measured."""
+
+    slots: int  # runs it can train at once; the loop runs min(spec.parallelism, slots)
+
     def run(
         self, job: ExperimentJob, on_progress: ProgressCallback | None = None
     ) -> TrainResult: ...
+
+    def cancel(self) -> None:
+        """The loop was interrupted with runs in flight: stop them if they die with us (local
+        runs), or leave them to be adopted by the next start (a cluster's Jobs)."""
 
 
 @runtime_checkable

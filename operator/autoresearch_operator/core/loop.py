@@ -137,13 +137,7 @@ class ResearchLoop:
 
     def slots(self) -> int:
         """Runs at once: the org's parallelism, capped by what the executor can run."""
-        return max(
-            1,
-            min(
-                self.org.spec.parallelism,
-                getattr(self.executor, "slots", self.org.spec.parallelism),
-            ),
-        )
+        return max(1, min(self.org.spec.parallelism, self.executor.slots))
 
     def run(self) -> OrgState:
         state = reconcile(self.org, self.repo, self.journal)
@@ -188,8 +182,8 @@ class ResearchLoop:
             if prefetched is not None:
                 prefetched.cancel()
             self._pool.shutdown(wait=False, cancel_futures=True)
-            if in_flight and (cancel := getattr(self.executor, "cancel", None)) is not None:
-                cancel()  # local runs stop their children; cluster Jobs run on and are adopted
+            if in_flight:
+                self.executor.cancel()  # local runs stop their children; cluster Jobs run on
             trainers.shutdown(wait=not in_flight, cancel_futures=True)
         return state
 

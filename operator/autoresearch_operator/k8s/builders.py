@@ -22,6 +22,10 @@ from ..spec import API_GROUP, API_VERSION, KIND, Org
 LABEL_ORG = f"{API_GROUP}/org"
 LABEL_EXPERIMENT = f"{API_GROUP}/experiment"
 LABEL_RUN = f"{API_GROUP}/run"
+# Set on GPU nodes by NVIDIA's GPU feature discovery (e.g. NVIDIA-H100-80GB-HBM3): a confirmation
+# run and its champion re-run prefer the same value, so a faster GPU type never looks like a
+# better candidate. Nodes without it are scheduled as usual.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 LABEL_COMMIT = f"{API_GROUP}/commit"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 MANAGED_BY = {
@@ -44,6 +48,26 @@ def experiment_job_name(org: str, experiment: int, run: int) -> str:
     """One Job per run of an experiment (core/policy.py numbers them). Deterministic, so
     re-creating a Job after an operator restart is a no-op (409) and the running one is adopted."""
     return _name_with_suffix(org, f"-exp-{experiment:05d}-run-{run}")
+
+
+def same_gpu_type_as_experiment(org: str, experiment: int) -> dict[str, Any]:
+    """Prefer a node with the GPU product of the experiment's other running pods (its paired
+    run), so each confirmation run and its champion re-run meet the same hardware."""
+    return {
+        "podAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {
+                            "matchLabels": {LABEL_ORG: org, LABEL_EXPERIMENT: str(experiment)}
+                        },
+                        "topologyKey": GPU_PRODUCT_LABEL,
+                    },
+                }
+            ]
+        }
+    }
 
 
 def prepare_job_name(data_claim: str) -> str:
@@ -219,6 +243,8 @@ def experiment_job(
         pod_spec["tolerations"] = list(trainer.tolerations)
     if trainer.priorityClassName:
         pod_spec["priorityClassName"] = trainer.priorityClassName
+    if run > 0:  # confirmation runs and champion re-runs: beside the other runs of this experiment
+        pod_spec["affinity"] = same_gpu_type_as_experiment(org.name, experiment)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -26,6 +26,10 @@ class KubernetesExecutor:
 
     def __init__(self, jobs: JobClient, org: Org, org_body: dict[str, Any], *, data_claim: str):
         self.jobs, self.org, self.org_body, self.data_claim = jobs, org, org_body, data_claim
+        self.slots = org.spec.parallelism  # the cluster's scheduler (or Kueue) queues the rest
+
+    def cancel(self) -> None:
+        """Nothing to stop: running Jobs finish and the next operator start adopts them."""
 
     def run(self, job: ExperimentJob, on_progress: ProgressCallback | None = None) -> TrainResult:
         body = builders.experiment_job(
