@@ -74,9 +74,13 @@ def test_compare_and_plot_read_the_orgs_status_from_the_cluster(
     ]
     assert [("explorer" in row) for row in rows] == [True, False], "best first"
     explorer = rows[0].replace("│", " ").split()
-    # best, the best's held-out test_bpb, baseline, improvement, experiments
-    assert explorer[:7] == ["explorer", "mutate", "1.8000", "1.8100", "2.0000", "+0.2000", "25"]
-    assert explorer[7:10] == ["3", "21", "1"]  # kept, discarded, crashed: all 25, not the window
+    # best (over its 1 run), the best's held-out test_bpb, baseline, improvement, sigma (none:
+    # one run per commit), experiments
+    assert explorer[:9] == [
+        "explorer", "mutate", "1.8000", "(1)", "1.8100", "2.0000", "+0.2000", "-", "25",
+    ]  # fmt: skip
+    # kept, discarded, crashed, confirmed: all 25, not the window
+    assert explorer[9:13] == ["3", "21", "1", "0"]
 
     everywhere = autoresearch(cluster, "compare", "--cluster", "-A", "--org", "careful")
     assert f"{namespace}/careful" in everywhere.stdout, everywhere.stdout
