@@ -22,6 +22,7 @@ from ..spec import Org
 from .gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials, PushError
 from .interfaces import Executor, ExperimentJob, LoopObserver, Proposer, QuietObserver
 from .journal import Journal
+from .ledger import Ledger
 from .policy import Rule, RunRequest, Verdict, decide
 from .records import (
     CrashReason,
@@ -167,9 +168,9 @@ class ResearchLoop:
                         if prefetched is None:
                             prefetched = self._prefetch(state, state.next_experiment)
                         continue
-                    n, req = request
+                    n, req, verdict = request
                     state.running.add((n, req.run))
-                    job = self._job(state, n, req)
+                    job = self._job(state, n, req, verdict)
                     in_flight[trainers.submit(self._train, state.open[n], req, job)] = (n, req.run)
                 if not in_flight:
                     break
@@ -189,8 +190,7 @@ class ResearchLoop:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def _verdict(self, state: OrgState, n: int) -> Verdict:
-        ledger = state.ledger
+    def _verdict(self, state: OrgState, n: int, ledger: Ledger) -> Verdict:
         best = ledger.best
         return decide(
             n,
@@ -202,22 +202,22 @@ class ResearchLoop:
             rule=self.rule,
         )
 
-    def _next_request(self, state: OrgState) -> tuple[int, RunRequest] | None:
-        """The next run an open experiment needs and nobody is training: oldest experiment
-        first, so confirmations finish before new candidates start."""
+    def _next_request(self, state: OrgState) -> tuple[int, RunRequest, Verdict] | None:
+        """The next run an open experiment needs and nobody is training (with the verdict that
+        asked for it): oldest experiment first, so confirmations finish before new candidates."""
+        ledger = state.ledger
         for n in sorted(state.open):
-            verdict = self._verdict(state, n)
+            verdict = self._verdict(state, n, ledger)
             for req in verdict.requests:
                 if (n, req.run) not in state.running:
-                    return n, req
+                    return n, req, verdict
         return None
 
-    def _job(self, state: OrgState, n: int, req: RunRequest) -> ExperimentJob:
+    def _job(self, state: OrgState, n: int, req: RunRequest, verdict: Verdict) -> ExperimentJob:
         trainer = self.org.spec.trainer
         cand = state.open[n]
         if req.role is Role.CONFIRM and not cand.announced:
             cand.announced = True
-            verdict = self._verdict(state, n)
             pairs = sum(1 for q in verdict.requests if q.role is Role.CONFIRM)
             self.observer.phase(self.org.name, n, "confirming",
                                 f"{pairs} more runs and {pairs} re-runs of the best")  # fmt: skip
@@ -271,12 +271,13 @@ class ResearchLoop:
     def _settle(self, state: OrgState) -> None:
         """Decide every open experiment that needs no more runs (oldest first: a keep moves the
         best, which the next ones are then judged against)."""
+        ledger = state.ledger
         for n in sorted(state.open):
-            verdict = self._verdict(state, n)
+            verdict = self._verdict(state, n, ledger)
             if verdict.outcome is None:
                 continue
             cand = state.open.pop(n)
-            runs = state.ledger.runs_of(n)
+            runs = ledger.runs_of(n)
             state.open_runs = [r for r in state.open_runs if r.experiment != n]
             screen = next((r for r in runs if r.run == 0), None)
             keep = verdict.outcome is Outcome.KEEP
@@ -298,8 +299,9 @@ class ResearchLoop:
                 p_value=verdict.p_value,
                 runs=runs,
             )
-            rec.best_val_bpb = rec.val_bpb if keep else state.ledger.best_val_bpb
+            rec.best_val_bpb = rec.val_bpb if keep else ledger.best_val_bpb
             self._record(state, rec)
+            ledger = state.ledger  # a keep moved the best the next ones are judged against
 
     def _candidate(
         self,

@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `data` that are fields of dataclass `cls`: a line written by a newer or
+    older version still reads (unknown keys such as a run line's "kind" are dropped)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in known}
+
+
 class Outcome(enum.StrEnum):
     KEEP = "keep"  # beat the org's best significantly (core/policy.py): the branch advances
     DISCARD = "discard"  # trained fine but did not beat the best: the branch stays
@@ -81,8 +88,7 @@ class TrainResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainResult:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**_known_fields(cls, data))
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,11 +140,9 @@ class RunRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
         data = dict(data)
-        data.pop("kind", None)
         data["role"] = Role(data["role"])
         data["result"] = TrainResult.from_json(data["result"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass
@@ -196,9 +200,8 @@ class ExperimentRecord:
         data["usage"] = TokenUsage(**(data.get("usage") or {}))
         if data.get("result") is not None:
             data["result"] = TrainResult.from_json(data["result"])
-        data.pop("runs", None)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        data.pop("runs", None)  # attached from the run lines by the journal
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass
