@@ -27,6 +27,19 @@ BODY = {
 }
 
 
+class Observed:
+    """An OrgObserver for org research/explorer with what it sends: status patches, Events and
+    metrics, captured in lists and a registry of its own."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict] = []
+        self.events: list[tuple] = []
+        self.metrics = OperatorMetrics()
+        self.publisher = StatusPublisher(self.patches.append, interval=0)
+        self.observer = OrgObserver("research", "explorer", self.publisher,
+                                    lambda *e: self.events.append(e), self.metrics)  # fmt: skip
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -65,11 +78,10 @@ def test_a_failed_patch_is_not_fatal_and_the_next_one_carries_everything():
 
 
 def test_parallel_experiments_reported_from_many_threads_add_up():
-    patches: list[dict] = []
-    publisher = StatusPublisher(patches.append, interval=0)
-    events: list[tuple] = []
-    metrics = OperatorMetrics()
-    observer = OrgObserver("research", "explorer", publisher, lambda *e: events.append(e), metrics)
+    o = Observed()
+    patches, publisher, events, metrics, observer = (
+        o.patches, o.publisher, o.events, o.metrics, o.observer,
+    )  # fmt: skip
     records = [record(n, Outcome.DISCARD, 1.6) for n in range(1, 41)]
 
     def run(rec) -> None:
@@ -110,11 +122,10 @@ def test_keep_and_discard_events_say_why_in_the_policys_words():
 
 
 def test_a_confirmation_is_one_event_its_runs_only_status_and_metrics():
-    patches: list[dict] = []
-    publisher = StatusPublisher(patches.append, interval=0)
-    events: list[tuple] = []
-    metrics = OperatorMetrics()
-    observer = OrgObserver("research", "explorer", publisher, lambda *e: events.append(e), metrics)
+    o = Observed()
+    patches, publisher, events, metrics, observer = (
+        o.patches, o.publisher, o.events, o.metrics, o.observer,
+    )  # fmt: skip
     records, open_runs = confirmed_history()
     publisher.set_records(records)
     screen, *verification = open_runs
@@ -216,12 +227,8 @@ def test_startup_keeps_kopf_bookkeeping_out_of_the_status_and_runs_one_replica()
 
 
 def test_a_failed_push_warns_once_and_sets_repo_pushed_false_until_a_push_succeeds():
-    patches: list[dict] = []
-    publisher = StatusPublisher(patches.append, interval=0)
-    events: list[tuple] = []
-    observer = OrgObserver(
-        "research", "explorer", publisher, lambda *e: events.append(e), OperatorMetrics()
-    )
+    o = Observed()
+    patches, events, observer = o.patches, o.events, o.observer
     observer.pushed("explorer", 3, "could not read from remote repository")
     observer.pushed("explorer", 4, "could not read from remote repository")
     warnings = [e for e in events if e[1] == "PushFailed"]
