@@ -1,12 +1,17 @@
-"""The mutate proposer: deterministic, changes one or two knobs sensibly, never a frozen one."""
+"""The mutate proposer: deterministic, changes one or two knobs sensibly, never a frozen one, and
+obeys the strategy in program.md's front-matter."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
+import statistics
 from pathlib import Path
 
 import pytest
 
+from autoresearch_operator.core.program import Strategy, render_program
 from autoresearch_operator.core.records import ProposalContext, ProposalRejected
 from autoresearch_operator.proposers import (
     MutateProposer,
@@ -20,9 +25,13 @@ from autoresearch_operator.proposers.mutate import find_knobs, mutable_knobs
 EXPERIMENTS = range(1, 201)
 
 
-def context(train_py: str, experiment: int) -> ProposalContext:
+def context(train_py: str, experiment: int, program: str = "") -> ProposalContext:
     return ProposalContext(
-        org="demo", experiment=experiment, program="", best_train_py=train_py, best_val_bpb=1.0
+        org="demo",
+        experiment=experiment,
+        program=program,
+        best_train_py=train_py,
+        best_val_bpb=1.0,
     )
 
 
@@ -178,3 +187,146 @@ def test_settings_accept_camel_case_mappings_and_snake_case_objects() -> None:
 def test_bad_settings_fail_naming_the_setting(data: dict[str, object], message: str) -> None:
     with pytest.raises(ProposerConfigError, match=re.escape(message)):
         make_proposer(data)
+
+
+# -- the strategy in program.md's front-matter -------------------------------------------------
+
+# Candidates the mutate proposer made before strategies existed: recorded runs replay them.
+RECORDED = {
+    (0, 1): "mutate: ASPECT_RATIO 64 -> 128",
+    (0, 2): "mutate: WEIGHT_DECAY 0.2 -> 0.13",
+    (0, 6): "mutate: SCALAR_LR 0.5 -> 0.81, DEPTH 8 -> 10",
+    (0, 8): "mutate: TOTAL_BATCH_SIZE 2**19 -> 2**20, MATRIX_LR 0.04 -> 0.021",
+    (0, 10): "mutate: ADAM_BETA2 0.95 -> 0.921, DEVICE_BATCH_SIZE 128 -> 64",
+    (0, 13): "mutate: FINAL_LR_FRAC 0.1 -> 0.13",
+    (1, 7): "mutate: EMBEDDING_LR 0.6 -> 0.86, DEVICE_BATCH_SIZE 128 -> 256",
+    (3, 7): "mutate: HEAD_DIM 128 -> 64",
+    (5, 42): "mutate: MUON_MOMENTUM 0.95 -> 0.974, WARMDOWN_RATIO 0.5 -> 0.93",
+}
+# sha256 over (description + source) of seed 0, experiments 1..200, on the conftest TRAIN_PY
+RECORDED_DIGEST = "66a0c3f672f53dac9360caa82f56dac33727df8d240c7280bdbeac5c6fdbce73"
+EXPERIMENTS_PER_STRATEGY = range(1, 51)
+
+
+def changed_knobs(description: str) -> list[tuple[str, str, str]]:
+    """(name, old, new) of each change in 'mutate: NAME a -> b, ...'."""
+    found = re.findall(r"([A-Z][A-Z0-9_]*) (\S+) -> ([^,]+)", description)
+    assert found, description
+    return found
+
+
+def candidates(train_py: str, strategy: Strategy | None) -> list[list[tuple[str, str, str]]]:
+    return [
+        changed_knobs(mutate_source(train_py, 0, n, strategy)[0]) for n in EXPERIMENTS_PER_STRATEGY
+    ]
+
+
+@pytest.mark.parametrize("strategy", [None, Strategy(), Strategy(explore=("*",))])
+def test_the_default_strategy_replays_the_recorded_candidates(
+    train_py: str, strategy: Strategy | None
+) -> None:
+    for (seed, experiment), description in RECORDED.items():
+        assert mutate_source(train_py, seed, experiment, strategy)[0] == description
+    digest = hashlib.sha256()
+    for experiment in EXPERIMENTS:
+        description, source = mutate_source(train_py, 0, experiment, strategy)
+        digest.update(description.encode() + source.encode())
+    assert digest.hexdigest() == RECORDED_DIGEST
+
+
+def test_explore_changes_only_the_matching_knobs(train_py: str) -> None:
+    names = {name for c in candidates(train_py, Strategy(explore=("*LR*",))) for name, _, _ in c}
+    assert names == {"EMBEDDING_LR", "UNEMBEDDING_LR", "MATRIX_LR", "SCALAR_LR", "FINAL_LR_FRAC"}
+    default = {name for c in candidates(train_py, None) for name, _, _ in c}
+    assert len(default - names) >= 5
+
+
+def test_avoid_wins_over_explore(train_py: str) -> None:
+    strategy = Strategy(explore=("*_LR", "DEPTH"), avoid=("MATRIX_*", "DEPTH"))
+    names = {name for c in candidates(train_py, strategy) for name, _, _ in c}
+    assert names == {"EMBEDDING_LR", "UNEMBEDDING_LR", "SCALAR_LR"}
+
+
+def test_changes_sets_how_many_knobs_each_candidate_changes(train_py: str) -> None:
+    for changes in (1, 3, 4):
+        counts = {len(c) for c in candidates(train_py, Strategy(changes=changes))}
+        assert counts == {changes}
+    only_two = Strategy(explore=("MATRIX_LR", "SCALAR_LR"), changes=4)  # capped by the knobs
+    assert {len(c) for c in candidates(train_py, only_two)} == {2}
+
+
+def float_log_factors(train_py: str, strategy: Strategy) -> list[float]:
+    return [
+        abs(math.log(float(new) / float(old)))
+        for c in candidates(train_py, strategy)
+        for _, old, new in c
+    ]
+
+
+def median_float_log_factor(train_py: str, strategy: Strategy) -> float:
+    return statistics.median(float_log_factors(train_py, strategy))
+
+
+def test_step_scales_how_far_a_float_moves(train_py: str) -> None:
+    floats = ("*_LR", "WEIGHT_DECAY")  # plain floats, neither near one nor clamped at 1
+    small = float_log_factors(train_py, Strategy(explore=floats, step=0.5))
+    default = float_log_factors(train_py, Strategy(explore=floats))
+    large = float_log_factors(train_py, Strategy(explore=floats, step=2))
+    assert 1.5 < statistics.median(default) / statistics.median(small) < 2.5
+    assert 1.5 < statistics.median(large) / statistics.median(default) < 2.5
+    rounding = 0.03  # values are printed with two to four significant digits
+    assert max(small) <= math.log(2**0.5) + rounding  # a factor of 1.07 to 1.41
+    assert min(large) >= math.log(1.15**2) - rounding  # a factor of 1.32 to 4
+
+
+def test_step_scales_how_far_ints_and_powers_of_two_move(train_py: str) -> None:
+    def moves(step: float, knob: str) -> set[tuple[str, str]]:
+        strategy = Strategy(explore=(knob,), step=step)
+        return {(old, new) for c in candidates(train_py, strategy) for _, old, new in c}
+
+    assert moves(0.5, "DEPTH") == {("8", "7"), ("8", "9")}
+    assert moves(2, "DEPTH") == {("8", "6"), ("8", "10"), ("8", "4"), ("8", "12")}
+    assert moves(1, "DEVICE_BATCH_SIZE") == {("128", "64"), ("128", "256")}
+    assert moves(2, "DEVICE_BATCH_SIZE") == {("128", "32"), ("128", "512")}
+    assert moves(2, "TOTAL_BATCH_SIZE") == {("2**19", "2**17"), ("2**19", "2**21")}
+
+
+def test_low_risk_changes_one_knob_by_no_more_than_the_default_step(train_py: str) -> None:
+    bold = Strategy(explore=("*_LR",), step=4, changes=3)
+    careful = bold.model_copy(update={"risk": "low"})
+    assert {len(c) for c in candidates(train_py, careful)} == {1}
+    assert median_float_log_factor(train_py, careful) < math.log(2)
+    assert median_float_log_factor(train_py, bold) > math.log(2**2)
+
+
+def test_high_risk_sometimes_changes_one_knob_more(train_py: str) -> None:
+    counts = [len(c) for c in candidates(train_py, Strategy(changes=2, risk="high"))]
+    assert set(counts) == {2, 3} and 5 <= counts.count(3) <= 30  # 30% of 50
+
+
+def test_globs_that_leave_no_knob_are_rejected_naming_the_front_matter(train_py: str) -> None:
+    program = render_program(Strategy(explore=("FOO*",)), "prose")
+    with pytest.raises(ProposalRejected) as caught:
+        MutateProposer().propose(context(train_py, 1, program))
+    assert caught.value.reason.startswith(
+        "program.md front-matter explore ['FOO*'] leaves no knob of train.py to change; "
+        "knobs: DEPTH, ASPECT_RATIO,"
+    )
+    program = render_program(Strategy(explore=("*_LR",), avoid=("*",)), "prose")
+    with pytest.raises(ProposalRejected, match=re.escape("explore ['*_LR'] and avoid ['*']")):
+        MutateProposer().propose(context(train_py, 1, program))
+
+
+def test_the_proposer_follows_the_front_matter_of_its_program(train_py: str) -> None:
+    program = "---\nexplore: ['WEIGHT_DECAY']\nstep: 0.5\n---\n\nTune the weight decay.\n"
+    proposal = MutateProposer(seed=4).propose(context(train_py, 9, program))
+    [(name, old, new)] = changed_knobs(proposal.description)
+    assert name == "WEIGHT_DECAY" and 1.05 <= max(float(new) / 0.2, 0.2 / float(new)) <= 1.42
+    assert proposal.description.startswith("mutate: WEIGHT_DECAY 0.2 -> ")
+    prose_only = MutateProposer(seed=4).propose(context(train_py, 9, "Tune the weight decay.\n"))
+    assert prose_only.description == mutate_source(train_py, 4, 9)[0]
+
+
+def test_a_bad_front_matter_is_a_rejected_proposal_naming_the_field(train_py: str) -> None:
+    with pytest.raises(ProposalRejected, match=re.escape("program.md front-matter: step:")):
+        MutateProposer().propose(context(train_py, 1, "---\nstep: -1\n---\nprose\n"))

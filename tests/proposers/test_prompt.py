@@ -1,4 +1,5 @@
-"""The prompt an LLM proposer sends carries the program, the best train.py and recent results."""
+"""The prompt an LLM proposer sends carries the program (its prose, then the strategy of its
+front-matter), the best train.py and recent results."""
 
 from __future__ import annotations
 
@@ -86,3 +87,51 @@ def test_first_experiment_says_there_is_no_history_and_no_score(
     user = build_messages(ctx)[1]["content"]
     assert "None yet" in user and "not measured yet" in user
     assert "Logs of recent crashes" not in user
+
+
+# -- program.md front-matter ------------------------------------------------------------------
+
+SMALL_TRAIN_PY = "LR = 0.1  # learning rate\n"
+PROSE = "# Program\n\nTune the learning rates.\n"
+# The user prompt as it was before program.md had front-matter.
+PROSE_ONLY_PROMPT = (
+    "# Research program (program.md)\n\n# Program\n\nTune the learning rates.\n\n"
+    "# Current best train.py (val_bpb 1.500000)\n\n```python\nLR = 0.1  # learning rate\n```\n\n"
+    "# Recent experiments (oldest first)\n\n- #1 keep val_bpb=1.500000: baseline\n\n"
+    "# Your task\n\nPropose experiment 2. The best val_bpb to beat is 1.500000. "
+    "Start with the HYPOTHESIS line, then the SEARCH/REPLACE blocks.\n"
+)
+
+
+def small_prompt(program: str) -> str:
+    history = [ExperimentRecord(1, "baseline", Outcome.KEEP, val_bpb=1.5)]
+    ctx = ProposalContext("demo", 2, program, SMALL_TRAIN_PY, 1.5, history=history)
+    return build_messages(ctx)[1]["content"]
+
+
+def test_a_program_without_front_matter_gives_the_same_prompt_as_before() -> None:
+    assert small_prompt(PROSE) == PROSE_ONLY_PROMPT
+
+
+def test_front_matter_becomes_a_strategy_section_after_the_prose() -> None:
+    program = "---\nname: lr\nexplore: ['*_LR']\nstep: 2\nrisk: high\n---\n\n" + PROSE
+    user = small_prompt(program)
+    assert user.startswith("# Research program (program.md)\n\n# Program\n\nTune the")
+    assert "name: lr" not in user and not user.startswith("---")
+    assert user.index("Tune the") < user.index("# Strategy (program.md front-matter)")
+    strategy = user[user.index("# Strategy (program.md front-matter)") :]
+    assert "```yaml\nexplore: ['*_LR']\nstep: 2.0\nrisk: high\n```" in strategy
+    assert "- Change only knobs matching *_LR." in strategy
+    assert "- Take risks: now and then change one knob more than asked." in strategy
+    assert strategy.index("risk: high") < strategy.index("# Current best train.py")
+
+
+def test_front_matter_with_the_default_strategy_shows_only_the_prose() -> None:
+    assert small_prompt("---\nname: plain\n---\n\n" + PROSE) == PROSE_ONLY_PROMPT
+
+
+def test_a_bad_front_matter_is_shown_as_written_instead_of_failing() -> None:
+    program = "---\nstep: -1\n---\n\n" + PROSE
+    user = small_prompt(program)
+    assert user.startswith("# Research program (program.md)\n\n---\nstep: -1\n---\n\n# Program")
+    assert "# Strategy" not in user

@@ -3,8 +3,12 @@
 Knobs are module-level lines `NAME = <number>  # comment` (or `NAME = 2**k`). Floats are scaled
 by a factor between 1/2 and 2 (log-uniform; betas and momenta scale their distance from 1), ints
 step by one or two, or double or halve when they are larger powers of two. The choice depends
-only on (seed, experiment, train.py), so a run can be replayed exactly. An LLM-driven org has to
-beat this to be worth its tokens.
+only on (seed, experiment, train.py, program.md), so a run can be replayed exactly. An LLM-driven
+org has to beat this to be worth its tokens.
+
+The front-matter of program.md (core/program.py) steers it: which knobs (explore, avoid), how
+far (step), how many at once (changes, risk). The default strategy draws exactly the random
+numbers it drew before strategies existed, so recorded runs replay unchanged.
 """
 
 from __future__ import annotations
@@ -14,8 +18,17 @@ import random
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from fnmatch import fnmatchcase
 
 from autoresearch_operator.candidate import CandidateError, validate_candidate
+from autoresearch_operator.core.program import (
+    EXTRA_KNOB_PROBABILITY,
+    TWO_KNOB_PROBABILITY,
+    ProgramError,
+    Strategy,
+    log_factor_range,
+    parse_program,
+)
 from autoresearch_operator.core.records import (
     Proposal,
     ProposalContext,
@@ -32,9 +45,7 @@ _KNOB = re.compile(
 FROZEN_NAME_PARTS = ("SEED", "BUDGET", "STARTUP", "EVAL", "VOCAB", "LOG_")
 # Betas and momenta live just below 1: scale their distance from 1 instead of the value.
 NEAR_ONE_NAME_PARTS = ("BETA", "MOMENTUM", "EMA")
-TWO_KNOB_PROBABILITY = 0.3
-_MIN_LOG_FACTOR = math.log(1.15)  # smaller changes are lost in run-to-run noise
-_MAX_LOG_FACTOR = math.log(2.0)
+DEFAULT_STRATEGY = Strategy()
 
 
 @dataclass(frozen=True)
@@ -82,36 +93,68 @@ def mutable_knobs(source: str) -> list[Knob]:
     ]
 
 
-def mutate_value(knob: Knob, rng: random.Random) -> str:
-    """A new literal for the knob, always different from the old one."""
+def candidate_knobs(source: str, strategy: Strategy = DEFAULT_STRATEGY) -> list[Knob]:
+    """The mutable knobs the strategy lets a candidate change, in file order."""
+    knobs = mutable_knobs(source)
+    if not knobs:
+        raise CandidateError("train.py has no module-level numeric knobs (NAME = number) to mutate")
+    allowed = [
+        k
+        for k in knobs
+        if (not strategy.explore or any(fnmatchcase(k.name, g) for g in strategy.explore))
+        and not any(fnmatchcase(k.name, g) for g in strategy.avoid)
+    ]
+    if not allowed:
+        globs = [f"explore {list(strategy.explore)}"] if strategy.explore else []
+        globs += [f"avoid {list(strategy.avoid)}"] if strategy.avoid else []
+        raise CandidateError(
+            f"program.md front-matter {' and '.join(globs)} leaves no knob of train.py to change; "
+            f"knobs: {', '.join(k.name for k in knobs)}"
+        )
+    return allowed
+
+
+def mutate_value(knob: Knob, rng: random.Random, step: float = 1.0) -> str:
+    """A new literal for the knob, always different from the old one; `step` scales the change."""
     if knob.kind == "pow2":
         exponent = int(knob.text.split("**")[1])
-        step = rng.choice((-1, 1)) if exponent > 0 else 1
-        return f"2**{exponent + step}"
+        doublings = _doublings(step)
+        new = exponent + (rng.choice((-1, 1)) if exponent > 0 else 1) * doublings
+        return f"2**{new if new >= 0 else exponent + doublings}"
     if knob.kind == "int":
-        return str(_mutate_int(int(knob.text), rng))
-    return _mutate_float(knob.name, knob.text, rng)
+        return str(_mutate_int(int(knob.text), rng, step))
+    return _mutate_float(knob.name, knob.text, rng, step)
 
 
-def _mutate_int(value: int, rng: random.Random) -> int:
+def _doublings(step: float) -> int:
+    """How many doublings one change of a power of two makes: step rounded half up, at least 1."""
+    return max(1, math.floor(step + 0.5))
+
+
+def _mutate_int(value: int, rng: random.Random, step: float = 1.0) -> int:
     magnitude = abs(value)
     if magnitude > 16 and magnitude & (magnitude - 1) == 0:  # a power of two: stay on them
-        new = value * 2 if rng.random() < 0.5 else value // 2
+        factor = 2 ** _doublings(step)
+        new = value * factor if rng.random() < 0.5 else value // factor
     else:
-        step = rng.choice((1, 2)) if magnitude <= 16 else max(1, round(magnitude * 0.25))
-        new = value + step * rng.choice((-1, 1))
+        size = (
+            max(1, round(rng.choice((1, 2)) * step))
+            if magnitude <= 16
+            else max(1, round(magnitude * 0.25 * step))
+        )
+        new = value + size * rng.choice((-1, 1))
     if value > 0 and new < 1:
         new = value + abs(new - value)  # never below 1: go up instead
     return new if new != value else value + 1
 
 
-def _mutate_float(name: str, text: str, rng: random.Random) -> str:
+def _mutate_float(name: str, text: str, rng: random.Random, step: float = 1.0) -> str:
     value = float(text)
     near_one = any(part in name for part in NEAR_ONE_NAME_PARTS) and 0 < value < 1
     is_fraction = ("RATIO" in name or "FRAC" in name) and 0 < value <= 1
     digits = min(4, max(2, _significant_digits(text)))
     direction = rng.choice((-1.0, 1.0))
-    magnitude = rng.uniform(_MIN_LOG_FACTOR, _MAX_LOG_FACTOR)
+    magnitude = rng.uniform(*log_factor_range(step))
     for sign in (direction, -direction):  # if one way is clamped or invalid, go the other
         factor = math.exp(sign * magnitude)
         if near_one:  # 0.95 -> 1 - 0.05 * factor, computed in decimal so it prints as 0.93
@@ -130,22 +173,36 @@ def _significant_digits(text: str) -> int:
     return len(mantissa.lstrip("0")) or 1
 
 
-def mutate_source(source: str, seed: int, experiment: int) -> tuple[str, str]:
+def mutate_source(
+    source: str, seed: int, experiment: int, strategy: Strategy | None = None
+) -> tuple[str, str]:
     """Return (description, new_source); the same arguments always give the same result."""
-    knobs = mutable_knobs(source)
-    if not knobs:
-        raise CandidateError("train.py has no module-level numeric knobs (NAME = number) to mutate")
+    strategy = strategy or DEFAULT_STRATEGY
+    knobs = candidate_knobs(source, strategy)
     rng = random.Random(f"mutate:{seed}:{experiment}")
-    count = 2 if len(knobs) >= 2 and rng.random() < TWO_KNOB_PROBABILITY else 1
-    chosen = rng.sample(knobs, count)
+    chosen = rng.sample(knobs, _knob_count(len(knobs), strategy, rng))
+    step = strategy.change_size()
     lines = source.splitlines(keepends=True)
     changes = []
     for knob in chosen:
-        new_text = mutate_value(knob, rng)
+        new_text = mutate_value(knob, rng, step)
         line = lines[knob.line]
         lines[knob.line] = line[: knob.start] + new_text + line[knob.end :]
         changes.append(f"{knob.name} {knob.text} -> {new_text}")
     return "mutate: " + ", ".join(changes), "".join(lines)
+
+
+def _knob_count(available: int, strategy: Strategy, rng: random.Random) -> int:
+    """How many knobs this candidate changes; the default draws one number, as it always did."""
+    if strategy.risk == "low":
+        return 1
+    if strategy.changes is None:
+        count = 2 if available >= 2 and rng.random() < TWO_KNOB_PROBABILITY else 1
+    else:
+        count = strategy.changes
+    if strategy.risk == "high" and rng.random() < EXTRA_KNOB_PROBABILITY:
+        count += 1
+    return min(count, available)
 
 
 class MutateProposer:
@@ -158,7 +215,13 @@ class MutateProposer:
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         try:
-            description, train_py = mutate_source(ctx.best_train_py, self.seed, ctx.experiment)
+            strategy = parse_program(ctx.program).strategy
+        except ProgramError as error:  # recorded as a rejected proposal, never a crashed loop
+            raise ProposalRejected(str(error), TokenUsage()) from error
+        try:
+            description, train_py = mutate_source(
+                ctx.best_train_py, self.seed, ctx.experiment, strategy
+            )
             validate_candidate(train_py, ctx.best_train_py)
         except CandidateError as error:
             raise ProposalRejected(error.reason, TokenUsage()) from error

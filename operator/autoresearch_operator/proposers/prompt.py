@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from autoresearch_operator.core.program import (
+    ProgramError,
+    Strategy,
+    front_matter_yaml,
+    parse_program,
+)
 from autoresearch_operator.core.records import ExperimentRecord, ProposalContext
 
 MAX_HISTORY = 30
@@ -78,7 +84,7 @@ def build_user_prompt(
             "runs, so only a change that beats it by more than that can be confirmed and kept"
         )
     sections = [
-        f"# Research program (program.md)\n\n{ctx.program.strip()}",
+        *program_sections(ctx.program),
         f"# Current best train.py (val_bpb {best})\n\n```python\n{ctx.best_train_py.rstrip()}\n```",
         "# Recent experiments (oldest first)\n\n" + format_history(ctx.history[-max_history:]),
     ]
@@ -92,6 +98,32 @@ def build_user_prompt(
         "Start with the HYPOTHESIS line, then the SEARCH/REPLACE blocks."
     )
     return "\n\n".join(sections) + "\n"
+
+
+def program_sections(program: str) -> list[str]:
+    """The prose of program.md, then its strategy when the front-matter sets one.
+
+    A program.md without front-matter is shown as it is; so is one whose front-matter does not
+    parse (the mutate proposer records that error; here the model may still make sense of it).
+    """
+    try:
+        parsed = parse_program(program)
+    except ProgramError:
+        return [f"# Research program (program.md)\n\n{program.strip()}"]
+    sections = [f"# Research program (program.md)\n\n{parsed.prose.strip()}"]
+    if not parsed.strategy.is_default():
+        sections.append(format_strategy(parsed.strategy))
+    return sections
+
+
+def format_strategy(strategy: Strategy) -> str:
+    fields = front_matter_yaml(strategy.as_front_matter()).rstrip()
+    sentences = "\n".join(f"- {s}" for s in strategy.describe())
+    return (
+        "# Strategy (program.md front-matter)\n\n"
+        "Follow these settings. Knobs are the UPPER_CASE constants at the top of train.py.\n\n"
+        f"```yaml\n{fields}\n```\n\n{sentences}"
+    )
 
 
 def format_history(history: list[ExperimentRecord]) -> str:
