@@ -13,9 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 COMMAND = "autoresearch crd --reference > docs/crd-reference.md"
-GENERATED = (
-    f"Generated from the ResearchOrg CRD by `{COMMAND}` (or `make docs`); do not edit by hand."
-)
+CONTEST_COMMAND = "autoresearch crd --kind contest --reference > docs/crd-contest-reference.md"
+
+
+def generated(kind: str, command: str) -> str:
+    return f"Generated from the {kind} CRD by `{command}` (or `make docs`); do not edit by hand."
+
+
+GENERATED = generated("ResearchOrg", COMMAND)
 
 FieldRow = tuple[str, dict[str, Any], bool]  # path, schema node, required
 
@@ -122,7 +127,7 @@ def validation_rules(node: dict[str, Any], path: str) -> Iterator[tuple[str, dic
         yield from validation_rules(node["items"], f"{path}[]")
 
 
-def render_reference(crd: dict[str, Any]) -> str:
+def render_reference(crd: dict[str, Any], command: str = COMMAND) -> str:
     names = crd["spec"]["names"]
     (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
     schema = version["schema"]["openAPIV3Schema"]
@@ -131,14 +136,14 @@ def render_reference(crd: dict[str, Any]) -> str:
     lines = [
         f"# {names['kind']} reference",
         "",
-        GENERATED,
+        generated(names["kind"], command),
         "",
         f"`{api_version}`, kind `{names['kind']}`, {crd['spec']['scope'].lower()}; "
         f"plural `{names['plural']}`" + (f", short names {short}" if short else "") + ".",
         "",
         _text(schema.get("description", "")),
         "",
-        "`kubectl explain researchorg.spec` (or `.status`, or any field path below) shows the "
+        f"`kubectl explain {names['singular']}.spec` (or `.status`, or any field path below) shows the "
         "same descriptions from the cluster.",
         "",
     ]
@@ -186,7 +191,11 @@ def render_reference(crd: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def render() -> str:
+def render(kind: str = "org") -> str:
+    if kind == "contest":
+        from .crd_contest import build_crd as build_contest_crd
+
+        return render_reference(build_contest_crd(), CONTEST_COMMAND)
     from .crd import build_crd
 
     return render_reference(build_crd())

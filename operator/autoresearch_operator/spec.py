@@ -123,6 +123,14 @@ class ProposerSpec(_Model):
     timeoutSeconds: float = Field(default=180, gt=0, description="Timeout of one LLM request.")
     maxRetries: int = Field(default=5, ge=0, le=20, description="Retries on 429, 5xx and timeouts.")
     seed: int = Field(default=0, description="Seed of the mutate proposer.")
+    promptPricePerMillion: float | None = Field(
+        default=None,
+        ge=0,
+        description="Price of a million prompt tokens (any currency); status and compare show cost.",
+    )
+    completionPricePerMillion: float | None = Field(
+        default=None, ge=0, description="Price of a million completion tokens (same currency)."
+    )
 
     @model_validator(mode="after")
     def _openai_needs_model(self) -> ProposerSpec:
@@ -265,6 +273,16 @@ class OrgSpec(_Model):
         default_factory=RepoSpec, description="Where the org's git history is pushed (optional)."
     )
     paused: bool = Field(default=False, description="Stop scheduling new experiments.")
+    startCommit: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{40}$",
+        description=(
+            "The commit (full hex) the org branch starts from, in the operator's repository; "
+            "default the baseline train.py. A contest sets it so that every entrant of a round "
+            "starts from the same commit. Read when the branch is created; changing it later "
+            "has no effect."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_program(self) -> OrgSpec:
@@ -292,22 +310,28 @@ class Org(_Model):
         return self.spec.repo.branch or f"autoresearch/{self.name}"
 
 
-def _format_errors(err: ValidationError, where: str) -> str:
-    lines = [f"{where}: invalid ResearchOrg"]
+def format_errors(
+    err: ValidationError, where: str, kind: str = KIND, root: type[BaseModel] | None = None
+) -> str:
+    """One line per bad field: its dotted path and what is allowed there."""
+    lines = [f"{where}: invalid {kind}"]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(root)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] not in ("extra_forbidden", "missing", "value_error"):
             msg += f" (got {e['input']!r})"
         if e["type"] == "extra_forbidden":
-            msg = f"unknown field; allowed here: {', '.join(_allowed_fields(e['loc'][:-1]))}"
+            allowed = _allowed_fields(e["loc"][:-1], root or Org)
+            msg = f"unknown field; allowed here: {', '.join(allowed)}"
         lines.append(f"  {path}: {msg}")
     return "\n".join(lines)
 
 
-def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = Org
+def _allowed_fields(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    model = root
     for part in loc:
+        if isinstance(part, int):  # a list index: the model stays the list's item type
+            continue
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
         candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
@@ -338,12 +362,25 @@ def org_from_resource(
     try:
         org = Org.model_validate({"name": name, "spec": body.get("spec") or {}})
     except ValidationError as err:
-        raise OrgSpecError(_format_errors(err, where)) from None
+        raise OrgSpecError(format_errors(err, where)) from None
     program_file = ((body.get("metadata") or {}).get("annotations") or {}).get(
         PROGRAM_FILE_ANNOTATION
     )
     program = _resolve_program(org.spec, base_dir, program_file, where)
+    check_program(
+        program, "spec.program" if org.spec.program is not None else "spec.programRef", where
+    )
     return org.model_copy(update={"program_text": program})
+
+
+def check_program(text: str, field: str, where: str) -> None:
+    """A program.md whose front-matter does not parse fails like any other bad field."""
+    from .core.program import ProgramError, parse_program
+
+    try:
+        parse_program(text)
+    except ProgramError as err:
+        raise OrgSpecError(f"{where}: invalid {KIND}\n  {field}: {err}") from None
 
 
 def _resolve_program(

@@ -37,6 +37,10 @@ class PushError(RuntimeError):
     """A push to the org's remote failed; the local history is intact."""
 
 
+class UnknownCommit(ValueError):
+    """A commit an org was told to start from is not in the repository."""
+
+
 class CredentialsUnavailable(PushError):
     """The push credential could not be had (e.g. its Secret is missing): retrying now won't help."""
 
@@ -162,11 +166,19 @@ class OrgRepo:
         args = [ref, sha] + ([old] if old else [])
         self.repo.git.update_ref(*args)
 
-    def ensure_branch(self, branch: str) -> str:
-        """The org branch's head, creating the branch at the baseline commit if needed."""
+    def ensure_branch(self, branch: str, start: str | None = None) -> str:
+        """The org branch's head, creating the branch at `start` (default: the baseline commit)
+        if needed. A `start` that is no commit of this repository raises UnknownCommit."""
         head = self.resolve(f"refs/heads/{branch}")
         if head is None:
-            head = self.resolve(f"refs/heads/{BASELINE_BRANCH}")
+            if start is not None:
+                head = self.resolve(start)
+                if head is None or self.read_train_py_or_none(head) is None:
+                    raise UnknownCommit(
+                        f"spec.startCommit {start} is not a commit with a train.py in {self.path}"
+                    )
+            else:
+                head = self.resolve(f"refs/heads/{BASELINE_BRANCH}")
             assert head is not None, "repository has no baseline commit"
             self._update_ref(f"refs/heads/{branch}", head)
         return head
@@ -200,6 +212,12 @@ class OrgRepo:
     def read_train_py(self, commit: str) -> str:
         return str(self.repo.git.show(f"{commit}:{TRAIN_PY}", strip_newline_in_stdout=False))
 
+    def read_train_py_or_none(self, commit: str) -> str | None:
+        try:
+            return self.read_train_py(commit)
+        except git.GitCommandError:
+            return None
+
     def message(self, commit: str) -> str:
         return str(self.repo.commit(commit).message).strip()
 
@@ -218,17 +236,41 @@ class OrgRepo:
         return sha
 
     def _commit_file(self, parent: str | None, content: str, message: str) -> str:
+        return self.commit_files(parent, {TRAIN_PY: content}, message)
+
+    def commit_files(self, parent: str | None, files: dict[str, str], message: str) -> str:
+        """A commit of `parent`'s tree with `files` (path -> text) written over it; no ref moves."""
         with tempfile.TemporaryDirectory() as tmp:
             env = {**_AUTHOR, "GIT_INDEX_FILE": os.path.join(tmp, "index")}
             g = self.repo.git
             if parent:
                 g.read_tree(parent, env=env)
-            blob = g.hash_object("-w", "--stdin", istream=subprocess.PIPE, as_process=True)
-            blob_sha = blob.communicate(content.encode())[0].decode().strip()
-            g.update_index("--add", "--cacheinfo", f"100644,{blob_sha},{TRAIN_PY}", env=env)
+            for path, content in files.items():
+                blob = g.hash_object("-w", "--stdin", istream=subprocess.PIPE, as_process=True)
+                blob_sha = blob.communicate(content.encode())[0].decode().strip()
+                g.update_index("--add", "--cacheinfo", f"100644,{blob_sha},{path}", env=env)
             tree = g.write_tree(env=env)
             args = [tree] + (["-p", parent] if parent else []) + ["-m", message]
             return str(g.commit_tree(*args, env=env))
+
+    def read_file(self, commit: str, path: str) -> str:
+        return str(self.repo.git.show(f"{commit}:{path}", strip_newline_in_stdout=False))
+
+    def log(self, ref: str) -> list[tuple[str, str]]:
+        """(sha, full message) of every commit reachable from `ref`, newest first; [] if no ref."""
+        if self.resolve(ref) is None:
+            return []
+        out = self.repo.git.log("--format=%H%x00%B%x1e", ref)
+        entries = []
+        for chunk in out.split("\x1e"):
+            if chunk.strip():
+                sha, _, message = chunk.strip().partition("\x00")
+                entries.append((sha, message.strip()))
+        return entries
+
+    def update_branch(self, branch: str, sha: str, old: str | None = None) -> None:
+        """Point `branch` at `sha`; with `old`, only if it still points there (compare-and-swap)."""
+        self._update_ref(f"refs/heads/{branch}", sha, old)
 
     def push(
         self,

@@ -1,9 +1,9 @@
 """What the loop knows about an org, rebuilt from the journal, the tried refs and the branch.
 
-`reconcile` is the only way in: it reads the journal (decided experiments and the runs of
+`reconcile` is the loop's way in: it reads the journal (decided experiments and the runs of
 undecided ones), finds experiments committed but never decided, and moves the branch back to
 the best if a kill left it behind the journal. `budget_exhausted` says whether another
-experiment may start.
+experiment may start. `observe` reads the same state and repairs nothing, for other readers.
 """
 
 from __future__ import annotations
@@ -98,18 +98,25 @@ def budget_exhausted(org: Org, state: OrgState) -> str | None:
     return None
 
 
-def reconcile(org: Org, repo: OrgRepo, journal: Journal) -> OrgState:
-    """Rebuild the org's state and repair the branch if a kill left it behind the journal."""
+def observe(org: Org, repo: OrgRepo, journal: Journal) -> OrgState:
+    """The org's state as its journal and tried refs show it, changing nothing: for readers
+    beside the org's own loop (its contest), which must not move the branch under it."""
     records, open_runs = journal.read()
     state = OrgState(
         records=records,
         open_runs=[r for r in open_runs if r.experiment != 0 or r.val_bpb is not None],
     )
-    repo.ensure_branch(org.branch)
     state.best_commit = state.ledger.best_commit
+    state.unrecorded = sorted(set(repo.tried_experiments(org.name)) - state.recorded)
+    return state
+
+
+def reconcile(org: Org, repo: OrgRepo, journal: Journal) -> OrgState:
+    """Rebuild the org's state and repair the branch if a kill left it behind the journal."""
+    repo.ensure_branch(org.branch, org.spec.startCommit)
+    state = observe(org, repo, journal)
     if state.best_commit is None:
         state.best_commit = repo.branch_head(org.branch)
     elif repo.branch_head(org.branch) != state.best_commit:
         repo.advance(org.branch, state.best_commit)
-    state.unrecorded = sorted(set(repo.tried_experiments(org.name)) - state.recorded)
     return state

@@ -32,7 +32,13 @@ _CAMEL_TO_SNAKE = {
     "maxRetries": "max_retries",
     "seed": "seed",
 }
-_IGNORED = {"apiKeySecretRef", "api_key_secret_ref"}  # mounted as the apiKeyEnv variable in-cluster
+# apiKeySecretRef: mounted as the apiKeyEnv variable in-cluster; prices: read by the ledger's cost
+_IGNORED = {
+    "apiKeySecretRef",
+    "api_key_secret_ref",
+    "promptPricePerMillion",
+    "completionPricePerMillion",
+}
 
 
 @dataclass(frozen=True)

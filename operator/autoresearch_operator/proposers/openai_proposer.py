@@ -97,7 +97,7 @@ class OpenAIProposer:
         )
 
     def propose(self, ctx: ProposalContext) -> Proposal:
-        reply, finish_reason, usage = self._complete(build_messages(ctx))
+        reply, finish_reason, usage = self.complete(build_messages(ctx))
         try:
             description, train_py = parse_reply(reply, ctx.best_train_py)
             validate_candidate(train_py, ctx.best_train_py)
@@ -110,7 +110,7 @@ class OpenAIProposer:
             raise ProposalRejected(reason, usage, reply) from error
         return Proposal(description=description, train_py=train_py, usage=usage)
 
-    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str | None, TokenUsage]:
+    def complete(self, messages: list[dict[str, str]]) -> tuple[str, str | None, TokenUsage]:
         """The reply text, its finish reason and the tokens spent, retrying transient failures."""
         options: dict[str, Any] = {}
         if self.settings.temperature is not None:
