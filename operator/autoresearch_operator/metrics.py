@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
@@ -30,10 +30,15 @@ from .core.ledger import Ledger, runs_of_record
 from .core.records import ExperimentRecord, Outcome, RunRecord
 from .k8s.status import PHASES
 
+if TYPE_CHECKING:
+    from .core.contest import Standings
+
 NO_REASON = "none"  # the reason label of kept and discarded experiments
 _DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 14400)
 _LATENCY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 ORG = ("namespace", "org")
+CONTEST = ("namespace", "contest")
+ENTRANT = (*CONTEST, "entrant")
 
 
 class OperatorMetrics:
@@ -95,7 +100,26 @@ class OperatorMetrics:
             "autoresearch_org_phase", "1 for the org's current phase, 0 for the others.",
             (*ORG, "phase"), registry=r,
         )  # fmt: skip
+        self.contest_round = Gauge(
+            "autoresearch_contest_round", "The round a contest is in (status.round).", CONTEST,
+            registry=r,
+        )  # fmt: skip
+        self.contest_improvement = Gauge(
+            "autoresearch_contest_improvement_bpb", "An entrant's improvement in the current "
+            "round: the shared start's val_bpb minus its best's (positive is better).", ENTRANT,
+            registry=r,
+        )  # fmt: skip
+        self.contest_gpu_hours = Gauge(
+            "autoresearch_contest_gpu_hours", "GPU-hours an entrant's orgs used, all rounds so "
+            "far, verification included.", ENTRANT, registry=r,
+        )  # fmt: skip
+        self.contest_rank = Gauge(
+            "autoresearch_contest_rank", "An entrant's rank in the current round (1 is the "
+            "lowest best val_bpb; a leader is named only at the contest's alpha).", ENTRANT,
+            registry=r,
+        )  # fmt: skip
         self._lock = threading.Lock()
+        self._entrants: dict[tuple[str, str], set[str]] = {}
         self._seen: dict[tuple[str, str], dict[int, ExperimentRecord]] = {}
         self._runs: dict[tuple[str, str], dict[tuple[int, int], RunRecord]] = {}
         self._roles: dict[tuple[str, str], set[str]] = {}
@@ -213,6 +237,44 @@ class OperatorMetrics:
             for p in PHASES:
                 with contextlib.suppress(KeyError):
                     self.phase.remove(namespace, org, p)
+
+    # -- contests -------------------------------------------------------------------------------
+
+    def set_contest(self, namespace: str, contest: str, history: Sequence[Standings]) -> None:
+        """A contest's rounds so far, oldest first: the current round's ranks and improvements,
+        each entrant's GPU-hours over every round."""
+        if not history:
+            return
+        current = history[-1]
+        gpu_hours: dict[str, float] = {}
+        for table in history:
+            for s in table.entrants:
+                gpu_hours[s.entrant] = gpu_hours.get(s.entrant, 0.0) + s.gpu_hours
+        with self._lock:
+            self.contest_round.labels(namespace, contest).set(current.round)
+            for s in current.entrants:
+                self.contest_rank.labels(namespace, contest, s.entrant).set(s.rank)
+                if s.improvement is not None:
+                    self.contest_improvement.labels(namespace, contest, s.entrant).set(
+                        s.improvement
+                    )
+                else:
+                    with contextlib.suppress(KeyError):
+                        self.contest_improvement.remove(namespace, contest, s.entrant)
+            for entrant, hours in gpu_hours.items():
+                self.contest_gpu_hours.labels(namespace, contest, entrant).set(hours)
+            self._entrants.setdefault((namespace, contest), set()).update(gpu_hours)
+
+    def forget_contest(self, namespace: str, contest: str) -> None:
+        """Drop every series of a deleted contest."""
+        with self._lock:
+            with contextlib.suppress(KeyError):
+                self.contest_round.remove(namespace, contest)
+            for entrant in self._entrants.pop((namespace, contest), set()):
+                for metric in (self.contest_improvement, self.contest_gpu_hours,
+                               self.contest_rank):  # fmt: skip
+                    with contextlib.suppress(KeyError):
+                        metric.remove(namespace, contest, entrant)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -43,6 +43,7 @@ def main(args: argparse.Namespace | None = None) -> int:
         return 2
 
     from .k8s import handlers  # noqa: F401  (registers the handlers with kopf)
+    from .k8s.contests import handlers as contest_handlers  # noqa: F401
     from .k8s.daemon import Runtime
 
     kopf.configure(verbose=bool(getattr(args, "verbose", False)), log_format=kopf.LogFormat.PLAIN)
@@ -50,7 +51,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     server = serve(metrics, heartbeat, settings.metrics_port) if settings.metrics_port else None
     where = ", ".join(settings.namespaces) or "all namespaces"
     logging.getLogger(__name__).info(
-        "watching ResearchOrgs in %s; state in %s; metrics on :%s",
+        "watching ResearchOrgs and ResearchContests in %s; state in %s; metrics on :%s",
         where, settings.state_dir, settings.metrics_port or "off",
     )  # fmt: skip
     try:

@@ -11,6 +11,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from autoresearch_operator.core.contest import Standing, Standings
+from autoresearch_operator.core.ledger import Noise
 from autoresearch_operator.core.records import (
     CrashReason,
     ExperimentRecord,
@@ -130,12 +132,31 @@ def exported() -> dict[str, set[str]]:
     metrics.set_running("research", "explorer", 1)
     metrics.set_phase("research", "explorer", "Running")
     metrics.observe_proposal("research", "explorer", 12.5)
+    metrics.set_contest("research", "cup", [contest_round()])
     families = text_string_to_metric_families(generate_latest(metrics.registry).decode())
     names: dict[str, set[str]] = {}
     for family in families:
         for sample in family.samples:
             names.setdefault(sample.name, set()).update(sample.labels)
     return names
+
+
+def contest_round() -> Standings:
+    """A round of two entrants, one with a result and one without."""
+
+    def standing(entrant: str, rank: int, improvement: float | None) -> Standing:
+        return Standing(
+            entrant=entrant, org=f"cup-r1-{entrant}", rank=rank, best=None, best_commit=None,
+            improvement=improvement, ci_low=None, ci_high=None, experiments=2, kept=1,
+            crashed=0, gpu_hours=0.2, verification_gpu_hours=0.0, llm_tokens=0, cost=None,
+            done=False,
+        )  # fmt: skip
+
+    return Standings(
+        round=1, alpha=0.05, start=None, noise=Noise(None, 0, 0),
+        entrants=[standing("a", 1, 0.02), standing("b", 2, None)], leader=None, tied=["a"],
+        p_value=None, done=False,
+    )  # fmt: skip
 
 
 def targets() -> list[tuple[str, str]]:
@@ -156,7 +177,9 @@ def test_every_exported_family_has_samples_so_the_comparison_means_something():
                    "autoresearch_best_test_bpb", "autoresearch_last_val_bpb",
                    "autoresearch_baseline_val_bpb", "autoresearch_llm_tokens_total",
                    "autoresearch_runs_total", "autoresearch_verification_gpu_seconds_total",
-                   "autoresearch_noise_sigma_bpb"):  # fmt: skip
+                   "autoresearch_noise_sigma_bpb", "autoresearch_contest_round",
+                   "autoresearch_contest_improvement_bpb", "autoresearch_contest_gpu_hours",
+                   "autoresearch_contest_rank"):  # fmt: skip
         assert family in names
 
 
@@ -185,7 +208,30 @@ def test_dashboard_shows_what_people_compare_filtered_by_an_org_variable():
                    "autoresearch_verification_gpu_seconds_total",
                    "autoresearch_llm_tokens_total", "autoresearch_running_experiments"):  # fmt: skip
         assert wanted in used
-    assert all('org=~"$org"' in expr for _, expr in targets())
+    for title, expr in targets():  # an org panel follows $org, a contest panel $contest
+        contest = any(m.startswith("autoresearch_contest_") for m, _ in selectors(expr))
+        assert ('contest=~"$contest"' if contest else 'org=~"$org"') in expr, title
+
+
+def test_the_contests_row_follows_a_contest_variable_and_shows_each_entrant():
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["contest"]["multi"] and variables["contest"]["includeAll"]
+    metric, label = re.fullmatch(
+        r"label_values\((\w+), *(\w+)\)", variables["contest"]["definition"]
+    ).groups()
+    assert label in exported()[metric]
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["Contests"]
+    below = [p for p in dashboard["panels"] if p["gridPos"]["y"] > rows[0]["gridPos"]["y"]]
+    used = {
+        metric for p in below for t in p.get("targets", []) for metric, _ in selectors(t["expr"])
+    }
+    assert used == {"autoresearch_contest_round", "autoresearch_contest_improvement_bpb",
+                    "autoresearch_contest_rank", "autoresearch_contest_gpu_hours"}  # fmt: skip
+    for panel in below:
+        if panel["title"] != "Contest round":
+            assert "entrant" in panel["targets"][0]["expr"], panel["title"]
 
 
 def test_every_metric_the_operator_exports_is_on_the_dashboard():

@@ -27,13 +27,26 @@ CALLS: dict[tuple[str, str], tuple[str, str, str]] = {
         "researchorgs/status",
         "patch",
     ),  # fmt: skip
+    # a contest's orgs (k8s/contests/orgs.py) and the contest's status (k8s/contests/runner.py)
+    ("orgs.py", "list_namespaced_custom_object"): ("autoresearch.dev", "researchorgs", "list"),
+    ("orgs.py", "create_namespaced_custom_object"): ("autoresearch.dev", "researchorgs", "create"),
+    ("orgs.py", "patch_namespaced_custom_object"): ("autoresearch.dev", "researchorgs", "patch"),
+    ("runner.py", "patch_namespaced_custom_object_status"): (
+        "autoresearch.dev",
+        "researchcontests/status",
+        "patch",
+    ),
 }
-# What kopf itself does for the handlers in k8s/handlers.py: watch the orgs, patch their
-# finalizer, annotations and status, and post Events.
+# What kopf itself does for the handlers in k8s/handlers.py and k8s/contests/handlers.py: watch
+# the orgs and contests, patch their finalizer, annotations and status, and post Events.
 KOPF = {
     ("autoresearch.dev", "researchorgs", "list"),
     ("autoresearch.dev", "researchorgs", "watch"),
     ("autoresearch.dev", "researchorgs", "patch"),
+    ("autoresearch.dev", "researchcontests", "list"),
+    ("autoresearch.dev", "researchcontests", "watch"),
+    ("autoresearch.dev", "researchcontests", "patch"),
+    ("autoresearch.dev", "researchcontests/status", "patch"),
     ("", "events", "create"),
 }
 # Modules that call the API with the user's own credentials, never the operator's:

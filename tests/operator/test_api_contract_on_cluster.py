@@ -96,11 +96,12 @@ def test_the_charts_operator_account_may_do_what_it_needs_and_nothing_more(
         ("watch", f"{PLURAL}.{GROUP}"), ("patch", f"{PLURAL}.{GROUP}"),
         ("patch", f"{PLURAL}.{GROUP}/status"), ("create", "jobs.batch"), ("delete", "jobs.batch"),
         ("list", "pods"), ("get", "pods/log"), ("create", "configmaps"), ("get", "secrets"),
-        ("create", "events"),
+        ("create", "events"), ("create", f"{PLURAL}.{GROUP}"),
+        ("watch", f"researchcontests.{GROUP}"), ("patch", f"researchcontests.{GROUP}/status"),
     ]  # fmt: skip
     refused = [
         ("list", "secrets"), ("watch", "secrets"), ("create", "pods"), ("delete", "pods"),
-        ("create", "pods/exec"), ("delete", f"{PLURAL}.{GROUP}"), ("create", f"{PLURAL}.{GROUP}"),
+        ("create", "pods/exec"), ("delete", f"{PLURAL}.{GROUP}"), ("create", f"researchcontests.{GROUP}"),
         ("update", "configmaps"), ("delete", "configmaps"), ("create", "rolebindings"),
         ("get", "nodes"), ("create", "serviceaccounts/token"), ("update", f"{PLURAL}.{GROUP}/status"),
         ("patch", "jobs.batch/status"),

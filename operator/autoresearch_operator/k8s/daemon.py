@@ -19,14 +19,23 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from ..core.gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
+from ..contest_spec import TERMS_ANNOTATION, terms_hash
+from ..core.gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials, UnknownCommit
 from ..core.journal import Journal
 from ..core.loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from ..crd import PLURAL
 from ..executor import baseline_train_py
 from ..metrics import OperatorMetrics
 from ..proposers import Proposer, ProposerConfigError, make_proposer
-from ..spec import API_GROUP, API_VERSION, Org, OrgSpecError, SecretKeyRef, org_from_resource
+from ..spec import (
+    API_GROUP,
+    API_VERSION,
+    Org,
+    OrgSpecError,
+    ProposerSpec,
+    SecretKeyRef,
+    org_from_resource,
+)
 from . import builders
 from .config import OperatorConfig
 from .executor import KubernetesExecutor
@@ -37,6 +46,7 @@ from .status import FAILED, PREPARING, RUNNING, next_phase
 
 RETRY_SECONDS = 60.0  # a failed org (missing Secret, failed prepare Job) looks again this often
 BASELINE_RETRY_SECONDS = 600.0  # a crashed baseline means a broken environment: retry rarely
+TERMS_RETRY_SECONDS = 5.0  # an org off its contest's terms looks again this often
 
 
 @dataclass
@@ -55,14 +65,21 @@ class Runtime:
 
 def api_key_secret(org: Org, config: OperatorConfig) -> SecretKeyRef | None:
     """Which Secret holds the org's LLM API key: its own reference, else the operator's default."""
-    if org.spec.proposer.type != "openai":
+    return proposer_secret(org.spec.proposer, config, "spec.proposer")
+
+
+def proposer_secret(
+    proposer: ProposerSpec, config: OperatorConfig, where: str
+) -> SecretKeyRef | None:
+    """Which Secret holds an openai proposer's API key (`where` names the field in messages)."""
+    if proposer.type != "openai":
         return None
-    if org.spec.proposer.apiKeySecretRef is not None:
-        return org.spec.proposer.apiKeySecretRef
+    if proposer.apiKeySecretRef is not None:
+        return proposer.apiKeySecretRef
     if config.llm_secret_name:
         return SecretKeyRef(name=config.llm_secret_name, key=config.llm_secret_key)
     raise ProposerConfigError(
-        "spec.proposer.apiKeySecretRef is not set and the operator has no default "
+        f"{where}.apiKeySecretRef is not set and the operator has no default "
         "(AUTORESEARCH_LLM_SECRET_NAME)"
     )
 
@@ -153,6 +170,15 @@ class OrgRunner:
         except OrgSpecError:  # the create/update handlers report it; wait for a fixed spec
             self._wait_for_change(generation)
             return
+        terms = (snapshot["metadata"].get("annotations") or {}).get(TERMS_ANNOTATION)
+        if terms is not None and terms != terms_hash(snapshot["spec"]):
+            self._fail(
+                f"spec differs from its contest's terms ({TERMS_ANNOTATION}); the contest "
+                "restores it",
+                generation,
+                retry_after=TERMS_RETRY_SECONDS,  # the restore may touch the annotation only
+            )
+            return
         try:
             org, proposer = self._resolve(org)
         except (KubernetesError, ProposerConfigError) as err:
@@ -160,7 +186,11 @@ class OrgRunner:
             return
         repo = self.runtime.repo(self.namespace)
         journal = Journal(self.config.journal_dir(self.namespace, self.name))
-        state = reconcile(org, repo, journal)
+        try:
+            state = reconcile(org, repo, journal)
+        except UnknownCommit as err:
+            self._fail(str(err), generation)
+            return
         self.publisher.branch = org.branch
         self.publisher.set_records(state.records, state.open_runs)
         self.runtime.metrics.replay(self.namespace, self.name, state.records, state.open_runs)

@@ -95,7 +95,9 @@ def event_poster(body: kopf.Body) -> PostEvent:
     return post
 
 
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL, initial_delay=1.0)
+# A stopping daemon notices within a second; kopf's default re-check of it is every 60 s, which
+# would hold a deleted org's finalizer (and a contest's garbage collection) that long.
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, initial_delay=1.0, cancellation_polling=2.0)
 def run_org(
     body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:

@@ -1,0 +1,1 @@
+"""The ResearchContest controller: kopf handlers, the per-contest runner, its decisions."""
