@@ -1,4 +1,4 @@
-"""`autoresearch`: run research orgs locally, compare them, plot them."""
+"""`autoresearch`: run research orgs and contests locally, compare them, plot them."""
 
 from __future__ import annotations
 
@@ -9,17 +9,21 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
-from rich.table import Table
 
 from . import report
+from .contest_spec import Contest, load_contest
 from .core.gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials
 from .core.journal import Journal
 from .core.loop import BaselineFailed, ResearchLoop, budget_exhausted, reconcile
 from .executor import TRAINER_DIR, LocalExecutor, baseline_train_py
 from .proposers import ProposerConfigError, make_proposer
-from .spec import Org, OrgSpecError, load_orgs
+from .report import org_dir
+from .spec import BudgetSpec, Org, OrgSpecError, ProposerSpec, TrainerSpec, load_orgs
+
+P = TypeVar("P", bound=ProposerSpec)  # an org's proposer, or a contest's meta-proposer
 
 
 def _piped_width(environ: Mapping[str, str]) -> int:
@@ -37,10 +41,6 @@ console = Console(width=None if sys.stdout.isatty() else _piped_width(os.environ
 
 def data_dir(workdir: Path) -> Path:
     return workdir / "data"
-
-
-def org_dir(workdir: Path, org: str) -> Path:
-    return workdir / "orgs" / org
 
 
 def ensure_prepared(workdir: Path, corpus: list[str], vocab_size: int | None) -> Path:
@@ -77,43 +77,61 @@ def local_push_credentials(
     return PushCredentials(environ[REPO_CREDENTIALS_ENV])
 
 
-def _apply_overrides(org: Org, args: argparse.Namespace) -> Org:
-    spec = org.spec
-    trainer = spec.trainer.model_copy(
-        update={
-            k: v
-            for k, v in {
-                "profile": args.profile or ("tiny" if args.quick else None),
-                "timeBudgetSeconds": args.time_budget or (15 if args.quick else None),
-            }.items()
-            if v is not None
-        }
+def _override_terms(
+    trainer: TrainerSpec, budget: BudgetSpec, args: argparse.Namespace, quick_experiments: int
+) -> tuple[TrainerSpec, BudgetSpec]:
+    """--quick (tiny profile, 15 s budget, few experiments), --profile, --time-budget,
+    --max-experiments."""
+    update = {"profile": args.profile or ("tiny" if args.quick else None),
+              "timeBudgetSeconds": args.time_budget or (15 if args.quick else None)}  # fmt: skip
+    experiments = args.max_experiments or (quick_experiments if args.quick else None)
+    return (
+        trainer.model_copy(update={k: v for k, v in update.items() if v is not None}),
+        budget.model_copy(update={"maxExperiments": experiments or budget.maxExperiments}),
     )
-    budget = spec.budget.model_copy(
-        update={
-            "maxExperiments": args.max_experiments
-            or (6 if args.quick else spec.budget.maxExperiments)
-        }
-    )
-    proposer = spec.proposer
-    if args.proposer == "mutate" or (
-        args.proposer == "auto" and not os.environ.get(proposer.apiKeyEnv)
-    ):
+
+
+def _override_proposer(who: str, proposer: P, choice: str, offline: str = "mutate") -> P:
+    """--proposer: mutate (`offline`), or auto (openai when its API key is set, else `offline`),
+    or openai."""
+    has_key = bool(os.environ.get(proposer.apiKeyEnv))
+    if choice == "mutate" or (choice == "auto" and not has_key):
         if proposer.type == "openai":
             console.print(
-                f"[yellow]{org.name}: ${proposer.apiKeyEnv} is not set; using the offline mutate proposer[/]"
+                f"[yellow]{who}: ${proposer.apiKeyEnv} is not set; using the offline {offline} proposer[/]"
             )
-        proposer = proposer.model_copy(update={"type": "mutate"})
-    elif args.proposer in ("auto", "openai") and os.environ.get(proposer.apiKeyEnv):
-        proposer = proposer.model_copy(
+        return proposer.model_copy(update={"type": offline})
+    if choice in ("auto", "openai") and has_key:
+        return proposer.model_copy(
             update={
                 "type": "openai",
                 "model": proposer.model or os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
                 "baseURL": proposer.baseURL or os.environ.get("OPENAI_BASE_URL"),
             }
         )
-    new_spec = spec.model_copy(update={"trainer": trainer, "budget": budget, "proposer": proposer})
+    return proposer
+
+
+def _apply_overrides(org: Org, args: argparse.Namespace) -> Org:
+    trainer, budget = _override_terms(org.spec.trainer, org.spec.budget, args, 6)
+    proposer = _override_proposer(org.name, org.spec.proposer, args.proposer)
+    new_spec = org.spec.model_copy(
+        update={"trainer": trainer, "budget": budget, "proposer": proposer}
+    )
     return org.model_copy(update={"spec": new_spec})
+
+
+def _apply_contest_overrides(contest: Contest, args: argparse.Namespace) -> Contest:
+    """The overrides change the shared terms, so every entrant gets them alike."""
+    spec = contest.spec
+    trainer, budget = _override_terms(spec.terms.trainer, spec.terms.budget, args, 4)
+    entrants = [e.model_copy(update={"proposer": _override_proposer(e.name, e.proposer, args.proposer)})
+                for e in spec.entrants]  # fmt: skip
+    meta = _override_proposer("meta", spec.meta.proposer, args.proposer, offline="evolve")
+    terms = spec.terms.model_copy(update={"trainer": trainer, "budget": budget})
+    update = {"terms": terms, "entrants": entrants, "rounds": args.rounds or spec.rounds,
+              "meta": spec.meta.model_copy(update={"proposer": meta})}  # fmt: skip
+    return contest.model_copy(update={"spec": spec.model_copy(update=update)})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -167,107 +185,96 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- compare / plot -----------------------------------------------------------------------------
+def cmd_contest(args: argparse.Namespace) -> int:
+    from .contest_local import LocalContest
+    from .display import ContestDisplay, print_contest
+    from .proposers.meta_openai import make_meta_proposer
 
-
-def _fmt(x: float | None, spec: str = ".4f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _cluster_orgs(args: argparse.Namespace) -> list[dict] | None:
-    """The ResearchOrgs that --cluster names, or None after printing why they can't be read."""
-    from .cluster_report import ClusterReadError, load_orgs
-
+    workdir = Path(args.workdir)
     try:
-        orgs = load_orgs("*" if args.all_namespaces else args.namespace)
-    except ClusterReadError as err:
-        console.print(f"[red]{err}[/]")
-        return None
-    if args.org:
-        orgs = [o for o in orgs if o["metadata"]["name"] in args.org]
-    if not orgs:
-        where = (
-            "any namespace" if args.all_namespaces else f"namespace {args.namespace or '(current)'}"
-        )
-        console.print(f"no ResearchOrgs in {where}")
-        return None
-    return orgs
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    if args.cluster:
-        from .cluster_report import org_label, summary_from_org
-
-        orgs = _cluster_orgs(args)
-        if orgs is None:
-            return 1
-        summaries = [summary_from_org(o, org_label(o, args.all_namespaces)) for o in orgs]
-        title = "research orgs (ResearchOrg status)"
-    else:
-        records = report.load_all(Path(args.workdir) / "orgs")
-        if args.org:
-            records = {k: v for k, v in records.items() if k in args.org}
-        if not records:
-            console.print(f"no orgs with experiments under {args.workdir}/orgs")
-            return 1
-        summaries = [report.summarize(o, r) for o, r in records.items()]
-        title = "research orgs"
-    print_comparison(summaries, title)
+        contest, programs = load_contest(Path(args.contest_yaml))
+        contest = _apply_contest_overrides(contest, args)
+        meta = make_meta_proposer(contest.spec.meta.proposer)
+        for entrant in contest.spec.entrants:  # a missing API key fails now, not rounds later
+            make_proposer(entrant.proposer.model_dump())
+    except (OrgSpecError, ProposerConfigError) as err:
+        console.print(f"[red]{err}[/]" + (" (or run with --proposer mutate)" if isinstance(err, ProposerConfigError) else ""))  # fmt: skip
+        return 2
+    data = ensure_prepared(workdir, args.corpus, args.vocab_size)
+    repo = OrgRepo.open_or_init(workdir / "repo", baseline_train_py())
+    local = LocalContest(
+        contest, programs, workdir, repo,
+        executor=lambda folder: LocalExecutor(data, folder, device=args.device, sandbox=args.sandbox),
+        proposer=lambda org: make_proposer(org.spec.proposer.model_dump()),
+        meta=meta, observer=ContestDisplay(console, contest.name),
+    )  # fmt: skip
+    try:
+        status = local.run()
+    except BaselineFailed as err:
+        console.print(f"[red]{err}[/]\nfix the cause and run the same command again; it retries "
+                      "the baseline", highlight=False)  # fmt: skip
+        return 1
+    print_contest(console, contest.name, status)
+    console.print(f"status {report.contest_status_file(workdir, contest.name)}, programs on "
+                  f"branch {status['programsBranch']} in {repo.path}")  # fmt: skip
     return 0
 
 
-def print_comparison(summaries: list[report.OrgSummary], title: str) -> None:
-    table = Table(title=title, title_justify="left")
-    for col in ("org", "proposer", "best (runs)", "best test_bpb", "baseline", "Δ", "σ (runs)",
-                "experiments", "kept", "discarded", "crashed", "confirmed", "keep rate",
-                "GPU time", "of it verifying", "LLM tokens"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("org", "proposer") else "right")
-    for s in sorted(summaries, key=lambda s: (s.best is None, s.best or 0.0)):
-        table.add_row(
-            s.org, s.proposer, _with_n(s.best, s.best_runs), _fmt(s.best_test), _fmt(s.baseline),
-            _fmt(s.improvement, "+.4f"), _with_n(s.sigma, s.sigma_runs), str(s.experiments),
-            str(s.kept), str(s.discarded), str(s.crashed), str(s.confirmed),
-            _fmt(s.keep_rate, ".0%"), f"{s.gpu_seconds / 60:.1f} min",
-            f"{s.verification_gpu_seconds / 60:.1f} min", str(s.llm_tokens),
-        )  # fmt: skip
-    console.print(table)
-    console.print(
-        "best: the mean over the best commit's runs; σ: how much val_bpb varies between runs "
-        "of the same code; confirmed: candidates that went past the screening run",
-        style="dim",
-    )
+# -- compare / plot -----------------------------------------------------------------------------
 
 
-def _with_n(x: float | None, n: int | None) -> str:
-    return _fmt(x) if x is None or not n else f"{x:.4f} ({n})"
+def _contest_status(args: argparse.Namespace) -> dict:
+    """The status of contest --contest: the ResearchContest's with --cluster, else status.json."""
+    if args.cluster:
+        from .cluster_report import load_contest
+
+        return load_contest(args.contest, args.namespace).get("status") or {}
+    return report.load_contest_status(Path(args.workdir), args.contest)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .display import print_comparison, print_contest
+
+    if args.contest:
+        print_contest(console, args.contest, _contest_status(args))
+        return 0
+    if args.cluster:
+        from .cluster_report import cluster_orgs, org_label, summary_from_org
+
+        orgs = cluster_orgs(args.namespace, args.all_namespaces, args.org)
+        summaries = [summary_from_org(o, org_label(o, args.all_namespaces)) for o in orgs]
+        title = "research orgs (ResearchOrg status)"
+    else:
+        records = report.load_all(report.orgs_dir(Path(args.workdir)), args.org)
+        if not records:
+            raise report.NothingToReport(f"no orgs with experiments under {args.workdir}/orgs")
+        summaries = [report.summarize(o, r) for o, r in records.items()]
+        title = "research orgs"
+    print_comparison(console, summaries, title)
+    return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     titles = None
-    if args.cluster:
-        from .cluster_report import org_label, plot_title, records_from_status
+    if args.contest and args.cluster:
+        from .cluster_report import contest_curves, load_orgs
 
-        orgs = _cluster_orgs(args)
-        if orgs is None:
-            return 1
-        labels = [org_label(o, args.all_namespaces) for o in orgs]
-        records = {
-            label: records_from_status(o.get("status") or {})
-            for label, o in zip(labels, orgs, strict=True)
-        }
-        titles = {
-            label: plot_title(label, o.get("status") or {})
-            for label, o in zip(labels, orgs, strict=True)
-        }
-    else:
-        records = report.load_all(Path(args.workdir) / "orgs")
-        if args.org:
-            records = {k: v for k, v in records.items() if k in args.org}
-    try:
+        status = _contest_status(args)
+        curves = contest_curves(status, load_orgs(args.namespace, contest=args.contest))
+        out = report.plot_contest(curves, status, Path(args.output), args.contest)
+    elif args.contest:
+        status = _contest_status(args)
+        curves = report.local_contest_curves(status, Path(args.workdir))
+        out = report.plot_contest(curves, status, Path(args.output), args.contest)
+    elif args.cluster:
+        from .cluster_report import cluster_orgs, plot_inputs
+
+        orgs = cluster_orgs(args.namespace, args.all_namespaces, args.org)
+        records, titles = plot_inputs(orgs, args.all_namespaces)
         out = report.plot_progress(records, Path(args.output), titles=titles)
-    except ValueError as err:
-        console.print(f"[red]{err}[/]")
-        return 1
+    else:
+        records = report.load_all(report.orgs_dir(Path(args.workdir)), args.org)
+        out = report.plot_progress(records, Path(args.output))
     console.print(f"wrote {out}")
     return 0
 
@@ -278,9 +285,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from . import crd, crd_reference
+    from . import crd, crd_contest, crd_reference
 
-    sys.stdout.write(crd_reference.render() if args.reference else crd.render())
+    if args.reference:
+        sys.stdout.write(crd_reference.render(args.kind))
+    else:
+        sys.stdout.write(crd_contest.render() if args.kind == "contest" else crd.render())
     return 0
 
 
@@ -301,41 +311,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def workdir(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--workdir",
-            default="runs",
-            help="where data, the git repo and org logs live (default: runs)",
-        )
+        sp.add_argument("--workdir", default="runs",
+                        help="where data, the git repo and org logs live (default: runs)")  # fmt: skip
 
     def corpus(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--corpus", action="append", default=None,
                         help=f"text file or URL of text/parquet shards (repeatable; default {default_corpus})")  # fmt: skip
-        sp.add_argument(
-            "--vocab-size",
-            type=int,
-            default=None,
-            help="BPE vocabulary size (prepare.py's default)",
-        )
+        sp.add_argument("--vocab-size", type=int, default=None,
+                        help="BPE vocabulary size (prepare.py's default)")  # fmt: skip
+
+    def training(sp: argparse.ArgumentParser, where: str, experiments: int, own: str) -> None:
+        """What `run` and `contest` share: the data, the overrides of `where`, the machine."""
+        workdir(sp)
+        corpus(sp)
+        sp.add_argument("--quick", action="store_true",
+                        help=f"CPU quick start: tiny profile, 15 s budget, {experiments} experiments")  # fmt: skip
+        sp.add_argument("--profile", choices=["full", "tiny"], help=f"override {where}trainer.profile")  # fmt: skip
+        sp.add_argument("--time-budget", type=int, help=f"override {where}trainer.timeBudgetSeconds")  # fmt: skip
+        sp.add_argument("--max-experiments", type=int, help=f"override {where}budget.maxExperiments")  # fmt: skip
+        sp.add_argument("--proposer", choices=["auto", own, "openai", "mutate"], default=own,
+                        help=f"auto: openai when the API key is set, else mutate (default: as the {own} says)")  # fmt: skip
+        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--sandbox", default="auto", choices=["auto", "bwrap"],
+                        help="how the harness isolates train.py (auto: the strongest available)")  # fmt: skip
 
     r = sub.add_parser("run", help="run the orgs in an org.yaml locally; resumable after Ctrl-C")
     r.add_argument("org_yaml")
-    workdir(r)
-    corpus(r)
+    training(r, "spec.", 6, "org")
     r.add_argument("--org", action="append", help="only this org (repeatable)")
-    r.add_argument(
-        "--quick",
-        action="store_true",
-        help="CPU quick start: tiny profile, 15 s budget, 6 experiments",
-    )
-    r.add_argument("--profile", choices=["full", "tiny"], help="override spec.trainer.profile")
-    r.add_argument("--time-budget", type=int, help="override spec.trainer.timeBudgetSeconds")
-    r.add_argument("--max-experiments", type=int, help="override spec.budget.maxExperiments")
-    r.add_argument("--proposer", choices=["auto", "org", "openai", "mutate"], default="org",
-                   help="auto: openai when the API key is set, else mutate (default: as the org says)")  # fmt: skip
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--sandbox", default="auto", choices=["auto", "bwrap"],
-                   help="how the harness isolates train.py (auto: the strongest available)")  # fmt: skip
     r.set_defaults(func=cmd_run)
+
+    ct = sub.add_parser("contest", help="run a contest.yaml locally, entrants taking turns; resumable")  # fmt: skip
+    ct.add_argument("contest_yaml")
+    training(ct, "spec.terms.", 4, "entrant")
+    ct.add_argument("--rounds", type=int, help="override spec.rounds")
+    ct.set_defaults(func=cmd_contest)
 
     pr = sub.add_parser("prepare", help="tokenize a corpus into the workdir (idempotent)")
     workdir(pr)
@@ -344,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def cluster(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--org", action="append", help="only this org (repeatable)")
+        sp.add_argument("--contest", help="a contest's rounds instead (status.json, or with --cluster its ResearchContest)")  # fmt: skip
         sp.add_argument("--cluster", action="store_true",
                         help="read the ResearchOrgs' status from the current KUBECONFIG instead")  # fmt: skip
         sp.add_argument("-n", "--namespace",
@@ -351,22 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-A", "--all-namespaces", action="store_true",
                         help="with --cluster: every namespace")  # fmt: skip
 
-    c = sub.add_parser("compare", help="print orgs side by side")
+    c = sub.add_parser("compare", help="print orgs side by side, or a contest's standings")
     workdir(c)
     cluster(c)
     c.set_defaults(func=cmd_compare)
 
-    pl = sub.add_parser(
-        "plot", help="write a progress PNG: val_bpb per experiment and the running best"
-    )
+    pl = sub.add_parser("plot", help="write a progress PNG: val_bpb per experiment and the running best; "
+                        "with --contest, each entrant's running best against GPU time")  # fmt: skip
     workdir(pl)
     cluster(pl)
     pl.add_argument("--output", default="runs/progress.png")
     pl.set_defaults(func=cmd_plot)
 
-    cr = sub.add_parser(
-        "crd", help="print the ResearchOrg CustomResourceDefinition (generated from the spec)"
-    )
+    cr = sub.add_parser("crd", help="print a CustomResourceDefinition (generated from the spec)")
+    cr.add_argument("--kind", choices=["org", "contest"], default="org",
+                    help="ResearchOrg (default) or ResearchContest")  # fmt: skip
     cr.add_argument("--reference", action="store_true",
                     help="print the markdown field reference instead (docs/crd-reference.md)")  # fmt: skip
     cr.set_defaults(func=cmd_crd)
@@ -384,8 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "corpus", "unset") is None:
         args.corpus = [args.default_corpus]
+    from .cluster_report import ClusterReadError
+
     try:
         return int(args.func(args))
+    except (ClusterReadError, report.NothingToReport) as err:
+        console.print(f"[red]{err}[/]")
+        return 1
     except KeyboardInterrupt:
         console.print("\n[yellow]interrupted; run the same command again to resume[/]")
         return 130

@@ -1,5 +1,6 @@
 """`autoresearch compare --cluster` and `plot --cluster`: the orgs as their ResearchOrg status
-shows them, read from the current KUBECONFIG.
+shows them, read from the current KUBECONFIG; with `--contest`, a ResearchContest's status and
+the orgs it owns.
 
 The status holds the totals (counts, best, baseline, GPU seconds, LLM tokens) and the last
 `RECENT_EXPERIMENTS` experiments, so the table is exact and the plot shows a recent window plus
@@ -12,19 +13,20 @@ from datetime import datetime
 from typing import Any
 
 from .core.records import ExperimentRecord, Outcome, TrainResult
-from .report import OrgSummary
+from .report import BestCurve, NothingToReport, OrgSummary, status_rounds
 
 GROUP, VERSION, PLURAL = "autoresearch.dev", "v1alpha1", "researchorgs"
+CONTEST_PLURAL = "researchcontests"
+CONTEST_LABEL = f"{GROUP}/contest"
 
 
 class ClusterReadError(RuntimeError):
     """The cluster could not be read; the message says what to fix."""
 
 
-def load_orgs(namespace: str | None) -> list[dict[str, Any]]:
-    """Every ResearchOrg in `namespace` (None: the kubeconfig context's; "*": all namespaces)."""
+def _api() -> tuple[Any, str]:
+    """A CustomObjectsApi and the namespace the kubeconfig context names (else "default")."""
     from kubernetes import client, config
-    from kubernetes.client.rest import ApiException
 
     try:
         config.load_kube_config()
@@ -36,20 +38,58 @@ def load_orgs(namespace: str | None) -> list[dict[str, Any]]:
         except config.ConfigException as err:
             raise ClusterReadError(f"no cluster credentials (set KUBECONFIG): {err}") from None
         default_namespace = "default"
-    api = client.CustomObjectsApi()
+    return client.CustomObjectsApi(), default_namespace
+
+
+def load_orgs(namespace: str | None, contest: str | None = None) -> list[dict[str, Any]]:
+    """Every ResearchOrg in `namespace` (None: the kubeconfig context's; "*": all namespaces),
+    or only those a contest owns (its label)."""
+    from kubernetes.client.rest import ApiException
+
+    api, default_namespace = _api()
+    selector = {"label_selector": f"{CONTEST_LABEL}={contest}"} if contest else {}
     try:
         if namespace == "*":
-            listed = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            listed = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **selector)
         else:
             listed = api.list_namespaced_custom_object(
-                GROUP, VERSION, namespace or default_namespace, PLURAL
+                GROUP, VERSION, namespace or default_namespace, PLURAL, **selector
             )
     except ApiException as err:
         raise ClusterReadError(f"listing {PLURAL}.{GROUP}: {err.status} {err.reason}") from None
     except Exception as err:  # connection refused, TLS: urllib3 raises its own types
         raise ClusterReadError(f"listing {PLURAL}.{GROUP}: {err}") from None
-    items: list[dict[str, Any]] = listed.get("items", [])  # type: ignore[attr-defined]
+    items: list[dict[str, Any]] = listed.get("items", [])
     return sorted(items, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+
+
+def cluster_orgs(
+    namespace: str | None, all_namespaces: bool, only: list[str] | None
+) -> list[dict[str, Any]]:
+    """The ResearchOrgs `compare --cluster` and `plot --cluster` show (NothingToReport: none)."""
+    orgs = load_orgs("*" if all_namespaces else namespace)
+    orgs = [o for o in orgs if not only or o["metadata"]["name"] in only]
+    if not orgs:
+        where = "any namespace" if all_namespaces else f"namespace {namespace or '(current)'}"
+        raise NothingToReport(f"no ResearchOrgs in {where}")
+    return orgs
+
+
+def load_contest(name: str, namespace: str | None) -> dict[str, Any]:
+    """The ResearchContest `name` in `namespace` (None: the kubeconfig context's)."""
+    from kubernetes.client.rest import ApiException
+
+    api, default_namespace = _api()
+    where = f"{CONTEST_PLURAL}.{GROUP} {namespace or default_namespace}/{name}"
+    try:
+        body: dict[str, Any] = api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace or default_namespace, CONTEST_PLURAL, name
+        )
+    except ApiException as err:
+        raise ClusterReadError(f"reading {where}: {err.status} {err.reason}") from None
+    except Exception as err:
+        raise ClusterReadError(f"reading {where}: {err}") from None
+    return body
 
 
 def org_label(org: dict[str, Any], all_namespaces: bool) -> str:
@@ -134,6 +174,18 @@ def records_from_status(status: dict[str, Any]) -> list[ExperimentRecord]:
     return sorted(records, key=lambda r: r.experiment)
 
 
+def plot_inputs(
+    orgs: list[dict[str, Any]], all_namespaces: bool
+) -> tuple[dict[str, list[ExperimentRecord]], dict[str, str]]:
+    """What `plot --cluster` draws: each org's records from its status, and its panel title."""
+    records, titles = {}, {}
+    for org in orgs:
+        label, status = org_label(org, all_namespaces), org.get("status") or {}
+        records[label] = records_from_status(status)
+        titles[label] = plot_title(label, status)
+    return records, titles
+
+
 def plot_title(label: str, status: dict[str, Any]) -> str:
     total = (status.get("counts") or {}).get("total", 0)
     recent = len(status.get("recentExperiments") or [])
@@ -141,3 +193,31 @@ def plot_title(label: str, status: dict[str, Any]) -> str:
     window = f"last {recent} of {total} experiments" if recent < total else f"{total} experiments"
     best_text = f", best {best:.4f}" if best is not None else ""
     return f"{label} ({status.get('phase', 'Pending')}): {window}{best_text}"
+
+
+def contest_curves(status: dict[str, Any], orgs: list[dict[str, Any]]) -> list[BestCurve]:
+    """Each entrant's running best in each round from its org's status. The status keeps GPU time
+    only as the org's total, so an experiment's place on the GPU axis is estimated: the total
+    shared evenly over the org's experiments (the curve says so: `estimated`)."""
+    by_name = {o["metadata"]["name"]: o.get("status") or {} for o in orgs}
+    curves = []
+    for r in status_rounds(status):
+        for s in r.get("standings") or []:
+            org_status = by_name.get(s["org"])
+            if not org_status:
+                continue
+            total = int((org_status.get("counts") or {}).get("total") or 0)
+            hours = float(org_status.get("gpuSeconds") or 0.0) / 3600
+            xs, ys, best = [], [], None
+            for rec in records_from_status(org_status):
+                if rec.outcome is Outcome.KEEP and rec.val_bpb is not None:
+                    best = rec.val_bpb
+                if best is not None and total:
+                    xs.append(hours * (rec.experiment + 1) / total)
+                    ys.append(best)
+            final = (org_status.get("best") or {}).get("valBpb")
+            if final is not None and xs:  # the best's mean over all its runs, at the total
+                xs.append(hours)
+                ys.append(final)
+            curves.append(BestCurve(r["round"], s["entrant"], xs, ys, estimated=True))
+    return curves

@@ -1,18 +1,24 @@
-"""The live terminal view of a local run: where the org is, how training goes, the best so far."""
+"""The terminal views: a local run live (where the org is, how training goes, the best so far),
+the comparison of orgs, and a contest's standings round by round."""
 
 from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from rich.text import Text
 
+from .contest_local import ContestObserver
+from .core.contest import RoundRecord
 from .core.records import ExperimentRecord, Outcome, RunRecord
 from .executor import Progress as TrainProgress
+from .report import OrgSummary, status_rounds
 from .spec import Org
 
 _COLOURS = {Outcome.KEEP: "green", Outcome.DISCARD: "white", Outcome.CRASH: "red"}
@@ -118,3 +124,157 @@ class LiveDisplay:
             f"best {self._best()}  {escape(rec.description + why)}",
             highlight=False,
         )
+
+
+# -- the comparison of orgs -----------------------------------------------------------------------
+
+
+def _fmt(x: float | None, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _with_n(x: float | None, n: int | None) -> str:
+    return _fmt(x) if x is None or not n else f"{x:.4f} ({n})"
+
+
+def print_comparison(console: Console, summaries: list[OrgSummary], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col in ("org", "proposer", "best (runs)", "best test_bpb", "baseline", "Δ", "σ (runs)",
+                "experiments", "kept", "discarded", "crashed", "confirmed", "keep rate",
+                "GPU time", "of it verifying", "LLM tokens"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("org", "proposer") else "right")
+    for s in sorted(summaries, key=lambda s: (s.best is None, s.best or 0.0)):
+        table.add_row(
+            s.org, s.proposer, _with_n(s.best, s.best_runs), _fmt(s.best_test), _fmt(s.baseline),
+            _fmt(s.improvement, "+.4f"), _with_n(s.sigma, s.sigma_runs), str(s.experiments),
+            str(s.kept), str(s.discarded), str(s.crashed), str(s.confirmed),
+            _fmt(s.keep_rate, ".0%"), f"{s.gpu_seconds / 60:.1f} min",
+            f"{s.verification_gpu_seconds / 60:.1f} min", str(s.llm_tokens),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        "best: the mean over the best commit's runs; σ: how much val_bpb varies between runs "
+        "of the same code; confirmed: candidates that went past the screening run",
+        style="dim",
+    )
+
+
+# -- contests -------------------------------------------------------------------------------------
+
+
+def _interval(x: float | None, low: float | None, high: float | None, spec: str) -> str:
+    if x is None:
+        return "-"
+    if low is None or high is None:
+        return format(x, spec)
+    return f"{x:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def _best(s: dict[str, Any]) -> str:
+    if s.get("valBpb") is None:
+        return "-"
+    sd = f" ± {s['valBpbSd']:.4f}" if s.get("valBpbSd") is not None else ""
+    return f"{s['valBpb']:.4f}{sd} ({s.get('runs', 1)})"
+
+
+def _per_gpu_hour(s: dict[str, Any]) -> str:
+    """The gain per GPU-hour and its interval: the gain's interval over the same GPU time (the
+    GPU time is measured, not estimated, so it carries no interval of its own)."""
+    hours = s.get("gpuHours") or 0.0
+    low, high = s.get("improvementLow"), s.get("improvementHigh")
+    return _interval(
+        s.get("gainPerGpuHour"),
+        low / hours if low is not None and hours else None,
+        high / hours if high is not None and hours else None,
+        "+.3g",
+    )
+
+
+def round_table(r: dict[str, Any], title: str | None = None) -> Table:
+    """One round of a contest status: its standings, best first."""
+    parents = {x["entrant"]: x.get("parents") or [] for x in r.get("lineage") or []}
+    table = Table(title=title or f"round {r['round']}", title_justify="left")
+    for col in ("rank", "entrant", "best (mean ± sd, runs)", "gain over start [interval]",
+                "gain / GPU-h [interval]", "keep rate", "GPU-h", "tokens", "cost",
+                "parents"):  # fmt: skip
+        table.add_column(escape(col), justify="left" if col in ("entrant", "parents") else "right")
+    for s in r.get("standings") or []:
+        candidates = max(int(s.get("experiments") or 0) - 1, 0)
+        keep = (
+            f"{s['keepRate']:.0%} ({s.get('kept', 0)}/{candidates})"
+            if s.get("keepRate") is not None
+            else "-"
+        )
+        gpu = f"{s.get('gpuHours') or 0.0:.4f}"
+        table.add_row(
+            str(s.get("rank", "-")), s["entrant"] + ("" if s.get("done") else " …"), _best(s),
+            _interval(s.get("improvement"), s.get("improvementLow"), s.get("improvementHigh"), "+.4f"),
+            _per_gpu_hour(s), keep, gpu, str(s.get("llmTokens") or 0),
+            "-" if s.get("cost") is None else f"${s['cost']:.4f}",
+            ", ".join(parents.get(s["entrant"], [])) or "(submitted)",
+        )  # fmt: skip
+    return table
+
+
+def _round_notes(r: dict[str, Any]) -> str:
+    start = r.get("startValBpb")
+    sigma = r.get("sigma")
+    bits = [f"start {r.get('startCommit', '?')[:7]}"]
+    if start is not None:
+        bits.append(f"start val_bpb {start:.4f}")
+    bits.append(f"σ {sigma:.4f}" if sigma is not None else "no σ yet")
+    if r.get("pValue") is not None:
+        bits.append(f"top vs runner-up p={r['pValue']:.3g}")
+    return f"{r.get('verdict', '')}  ({'; '.join(bits)})"
+
+
+def print_contest(console: Console, name: str, status: dict[str, Any]) -> None:
+    """Every round's standings, then the verdict and the lineage on the programs branch."""
+    rounds = status_rounds(status)
+    if not rounds:
+        console.print(f"contest {name}: no round started yet")
+        return
+    for r in rounds:
+        console.print(
+            round_table(r, f"contest {name}, round {r['round']} of {status.get('rounds')}")
+        )
+        console.print(_round_notes(r), highlight=False)
+    console.print(
+        "best: the entrant's best commit, mean over its measurement runs; gain: the shared "
+        "start's mean minus it, with its interval at the contest's alpha (σ pooled over the "
+        "round); … : still running",
+        style="dim",
+    )
+    console.print(f"[bold]verdict[/] after round {status.get('round')}: {status.get('verdict', '')}",
+                  highlight=False)  # fmt: skip
+    console.print(f"[bold]lineage[/] (branch {status.get('programsBranch')}):")
+    for r in rounds:
+        parts = [
+            f"{x['entrant']} <- {', '.join(x.get('parents') or []) or 'submitted'}"
+            for x in r.get("lineage") or []
+        ]
+        commit = (r.get("programsCommit") or "?")[:7]
+        console.print(f"  round {r['round']} ({commit}): {'; '.join(parts)}", highlight=False)
+
+
+class ContestDisplay(ContestObserver):
+    """`autoresearch contest` in the terminal: each turn live, the standings after each pass."""
+
+    def __init__(self, console: Console, name: str):
+        self.console = console
+        self.name = name
+
+    def org(self, org: Org) -> LiveDisplay:
+        return LiveDisplay(self.console, org)
+
+    def standings(self, status: dict[str, Any]) -> None:
+        if status.get("current"):
+            self.console.print(round_table(status["current"], f"{self.name}: standings so far"))
+
+    def round_done(self, status: dict[str, Any], next_round: RoundRecord | None) -> None:
+        ended = (status.get("history") or [{}])[-1] if next_round else status.get("current", {})
+        self.console.print(f"[bold]round {ended.get('round')} done[/]: {_round_notes(ended)}",
+                           highlight=False)  # fmt: skip
+        if next_round is not None:
+            written = "\n\n".join(next_round.message.split("\n\n")[:2])  # who wrote what
+            self.console.print(escape(written), highlight=False)

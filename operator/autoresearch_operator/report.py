@@ -1,13 +1,39 @@
-"""Summaries of finished or running orgs: the comparison table and the progress plot."""
+"""Summaries of finished or running orgs and contests: the comparison table and the plots, and
+where a local run keeps what they read."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .core.journal import Journal
 from .core.ledger import Ledger
 from .core.records import ExperimentRecord, Outcome
+
+
+class NothingToReport(ValueError):
+    """There is nothing to compare or plot yet; the message says what is missing."""
+
+
+# -- the workdir of local runs ------------------------------------------------------------------
+
+
+def orgs_dir(workdir: Path) -> Path:
+    return workdir / "orgs"
+
+
+def org_dir(workdir: Path, org: str) -> Path:
+    return orgs_dir(workdir) / org
+
+
+def contest_status_file(workdir: Path, contest: str) -> Path:
+    """A local contest's status, in the shape of the ResearchContest's `.status`."""
+    return workdir / "contests" / contest / "status.json"
+
+
+# -- orgs ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -66,14 +92,14 @@ def summarize(org: str, records: list[ExperimentRecord]) -> OrgSummary:
     )
 
 
-def load_all(orgs_dir: Path) -> dict[str, list[ExperimentRecord]]:
-    """Every org's records under a workdir's orgs/ folder, by org name."""
+def load_all(orgs_dir: Path, only: list[str] | None = None) -> dict[str, list[ExperimentRecord]]:
+    """Every org's records under a workdir's orgs/ folder (or those named in `only`), by name."""
     if not orgs_dir.is_dir():
         return {}
     return {
         d.name: Journal(d).load()
         for d in sorted(orgs_dir.iterdir())
-        if (d / "experiments.jsonl").exists()
+        if (d / "experiments.jsonl").exists() and (not only or d.name in only)
     }
 
 
@@ -96,7 +122,7 @@ def plot_progress(
 
     orgs = [o for o, recs in all_records.items() if recs]
     if not orgs:
-        raise ValueError("no experiments recorded yet: nothing to plot")
+        raise NothingToReport("no experiments recorded yet: nothing to plot")
     fig, axes = plt.subplots(2 * len(orgs), 1, figsize=(11, 4.6 * len(orgs)), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1] * len(orgs)})  # fmt: skip
     for ax, speed_ax, org in zip(axes[0::2, 0], axes[1::2, 0], orgs, strict=True):
@@ -182,6 +208,119 @@ def plot_progress(
         ax.set_ylabel("bits per byte (lower is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
+# -- contests -------------------------------------------------------------------------------------
+
+
+def load_contest_status(workdir: Path, contest: str) -> dict[str, Any]:
+    """A local contest's status.json (NothingToReport when it has not started here)."""
+    path = contest_status_file(workdir, contest)
+    if not path.is_file():
+        raise NothingToReport(
+            f"no local contest {contest}: {path} is missing (`autoresearch contest` writes it)"
+        )
+    return dict(json.loads(path.read_text()))
+
+
+def status_rounds(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """A contest status's rounds, oldest first (the past ones, then the current one)."""
+    current = [status["current"]] if status.get("current") else []
+    return sorted([*(status.get("history") or []), *current], key=lambda r: r["round"])
+
+
+@dataclass(frozen=True)
+class BestCurve:
+    """An entrant's running best in one round against the GPU time its org had spent by then."""
+
+    round: int
+    entrant: str
+    gpu_hours: list[float]
+    best: list[float]
+    estimated: bool = False  # GPU time per experiment estimated (a cluster status's window)
+
+
+def best_curve(round: int, entrant: str, records: list[ExperimentRecord]) -> BestCurve:
+    """After each decision, in decision order: the org's GPU time and its best so far, both as
+    the Ledger of the decisions up to then computes them."""
+    ordered = sorted(records, key=lambda r: (r.decision is None, r.decision or 0, r.experiment))
+    xs, ys = [], []
+    for i in range(len(ordered)):
+        ledger = Ledger(ordered[: i + 1])
+        if ledger.best is not None:
+            xs.append(ledger.gpu_seconds / 3600)
+            ys.append(ledger.best.mean)
+    return BestCurve(round, entrant, xs, ys)
+
+
+def local_contest_curves(status: dict[str, Any], workdir: Path) -> list[BestCurve]:
+    """Each entrant's curve in each round of a local contest, from its org's journal."""
+    curves = []
+    for r in status_rounds(status):
+        for s in r.get("standings") or []:
+            directory = org_dir(workdir, s["org"])
+            if (directory / "experiments.jsonl").exists():
+                curves.append(best_curve(r["round"], s["entrant"], Journal(directory).load()))
+    return curves
+
+
+def plot_contest(
+    curves: list[BestCurve], status: dict[str, Any], output: Path, name: str = ""
+) -> Path:
+    """One panel per round: each entrant's running best against the GPU time its org spent, in
+    the same colour every round, with a band of ± the round's sigma (the noise pooled over the
+    round: a gap narrower than the bands is not a difference), and the shared start dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_round = {r["round"]: r for r in status_rounds(status)}
+    drawn = sorted({c.round for c in curves if c.gpu_hours})
+    if not drawn:
+        raise NothingToReport("no experiments recorded yet in this contest: nothing to plot")
+    entrants = sorted({c.entrant for c in curves})
+    palette = plt.get_cmap("tab10")
+    colours = {e: palette(i % 10) for i, e in enumerate(entrants)}
+    longest = max(x for c in curves for x in c.gpu_hours)
+    unit, scale = ("GPU-hours", 1.0) if longest >= 1 else ("GPU-minutes", 60.0)
+    fig, axes = plt.subplots(1, len(drawn), figsize=(6.2 * len(drawn), 4.8), squeeze=False,
+                             sharey=True)  # fmt: skip
+    for ax, rnd in zip(axes[0], drawn, strict=True):
+        info = by_round.get(rnd, {})
+        sigma = info.get("sigma")
+        ranks = {s["entrant"]: s.get("rank") for s in info.get("standings") or []}
+        for c in sorted((c for c in curves if c.round == rnd and c.gpu_hours),
+                        key=lambda c: (ranks.get(c.entrant) or 99, c.entrant)):  # fmt: skip
+            xs = [x * scale for x in c.gpu_hours]
+            colour = colours[c.entrant]
+            label = f"{ranks.get(c.entrant) or '-'}. {c.entrant}"
+            ax.step(xs, c.best, where="post", color=colour, lw=1.8, label=label)
+            # where it ended, ± sigma: the comparison the standings make
+            ax.errorbar(xs[-1], c.best[-1], yerr=sigma or None, fmt="o", color=colour, ms=5,
+                        capsize=4, zorder=3)  # fmt: skip
+            if sigma:
+                ax.fill_between(xs, [y - sigma for y in c.best], [y + sigma for y in c.best],
+                                step="post", color=colour, alpha=0.12, lw=0)  # fmt: skip
+        if info.get("startValBpb") is not None:
+            ax.axhline(info["startValBpb"], color="#777777", ls="--", lw=1, label="start (mean)")
+        verdict = info.get("verdict", "")
+        band = f"band ± σ = {sigma:.4f}" if sigma else "no σ yet"
+        estimated = any(c.estimated for c in curves if c.round == rnd)
+        ax.set_title(f"round {rnd}: {verdict}\n{band}" + (", GPU time estimated" if estimated else ""),
+                     fontsize=9)  # fmt: skip
+        ax.set_xlabel(f"{unit} spent by the entrant's org (baseline runs included)")
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[0][0].set_ylabel("best val_bpb so far (lower is better)")
+    if name:
+        fig.suptitle(f"contest {name}: running best against GPU time", fontsize=11)
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
