@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .core.program import ProgramError, parse_program
+
 API_GROUP = "autoresearch.dev"
 API_VERSION = "v1alpha1"
 KIND = "ResearchOrg"
@@ -375,8 +377,6 @@ def org_from_resource(
 
 def check_program(text: str, field: str, where: str) -> None:
     """A program.md whose front-matter does not parse fails like any other bad field."""
-    from .core.program import ProgramError, parse_program
-
     try:
         parse_program(text)
     except ProgramError as err:
