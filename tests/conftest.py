@@ -21,6 +21,8 @@ for path in (TESTS, TESTS.parent / "hack" / "cluster"):
 
 import testcluster  # noqa: E402
 
+from support.fake_openai_server import FakeOpenAI  # noqa: E402
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the binaries before any test starts: a cold build outlasts the per-test timeout."""
@@ -67,3 +69,14 @@ def process_node(cluster: testcluster.Cluster) -> Iterator:
     yield start
     for node in nodes:
         node.stop()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A scripted OpenAI-compatible server on loopback (proposer and meta-proposer tests)."""
+    server = FakeOpenAI()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

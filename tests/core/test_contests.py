@@ -10,7 +10,6 @@ next round's program.md files.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,6 @@ from autoresearch_operator.core.rounds import advance, begin, round_orgs, round_
 from autoresearch_operator.executor import ExperimentJob
 from autoresearch_operator.proposers import make_proposer
 from autoresearch_operator.proposers.meta_openai import make_meta_proposer
-from support.fake_openai_server import FakeOpenAI
 
 KNOBS_PY = """\
 LR = 0.05  # learning rate
@@ -224,16 +222,6 @@ def test_an_org_spec_that_departs_from_the_terms_is_named_field_by_field():
         body = contest_body()
         body["spec"]["entrants"][0]["bogus"] = 1
         contest_from_resource(body)
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _meta_ctx(tmp_path: Path) -> MetaContext:

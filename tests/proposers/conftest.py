@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-
-from support.fake_openai_server import FakeOpenAI
 
 # Shaped like the real trainer: banner comments, UPPER_CASE knobs with a comment on the line.
 TRAIN_PY = '''\
@@ -123,13 +119,3 @@ def train_py() -> str:
 @pytest.fixture
 def program_md() -> str:
     return PROGRAM_MD
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
