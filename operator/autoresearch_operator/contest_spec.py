@@ -31,6 +31,7 @@ from .spec import (
     TrainerSpec,
     _Model,
     format_errors,
+    resource_name,
 )
 
 CONTEST_KIND = "ResearchContest"
@@ -181,20 +182,7 @@ def org_name(contest: str, round: int, entrant: str) -> str:
 
 
 def contest_from_resource(body: dict[str, Any], where: str = "contest") -> Contest:
-    if not isinstance(body, dict):
-        raise ContestSpecError(f"{where}: expected a mapping, got {type(body).__name__}")
-    if body.get("kind", CONTEST_KIND) != CONTEST_KIND:
-        raise ContestSpecError(
-            f"{where}: kind: expected {CONTEST_KIND!r}, got {body.get('kind')!r}"
-        )
-    api_version = body.get("apiVersion", f"{API_GROUP}/{API_VERSION}")
-    if api_version != f"{API_GROUP}/{API_VERSION}":
-        raise ContestSpecError(
-            f"{where}: apiVersion: expected '{API_GROUP}/{API_VERSION}', got {api_version!r}"
-        )
-    name = (body.get("metadata") or {}).get("name")
-    if not name:
-        raise ContestSpecError(f"{where}: metadata.name: required")
+    name = resource_name(body, CONTEST_KIND, where, ContestSpecError)
     try:
         return Contest.model_validate({"name": name, "spec": body.get("spec") or {}})
     except ValidationError as err:

@@ -27,6 +27,7 @@ from autoresearch_operator.core.contest import (
     programs_branch,
     rounds,
     standings,
+    standings_table,
 )
 from autoresearch_operator.core.gitrepo import OrgRepo
 from autoresearch_operator.core.journal import Journal
@@ -210,6 +211,20 @@ def test_close_entrants_are_tied_and_a_clear_one_leads():
     assert a.gain_per_gpu_hour == pytest.approx(a.improvement / a.gpu_hours)
     none_yet = standings(1, [entrant("a", [1.0], None), entrant("b", [1.01], None)], alpha=0.05)
     assert none_yet.leader is None and "no noise estimate" in none_yet.verdict
+
+
+def test_an_entrant_without_a_keep_gains_exactly_nothing_however_its_own_baseline_runs_fell():
+    # its baseline runs happened to land low; the start is still the start (pooled), so a lucky
+    # draw of noise is no improvement and does not outrank an entrant that kept something
+    lucky = entrant("lucky", [0.960, 0.965, 0.955], None)
+    kept = entrant("kept", [1.040, 1.045, 1.035], [0.990, 0.995, 0.985])
+    s = standings(1, [lucky, kept], alpha=0.05)
+    by = {e.entrant: e for e in s.entrants}
+    assert (by["lucky"].improvement, by["lucky"].ci_low, by["lucky"].ci_high) == (0.0, 0.0, 0.0)
+    assert by["lucky"].best == s.start and by["lucky"].kept == 0
+    assert by["kept"].improvement == pytest.approx(0.010, abs=1e-9)
+    assert [e.entrant for e in s.entrants] == ["kept", "lucky"]
+    assert "lucky: best 1.0000 (6 runs), gain +0.0000 (no keep)" in standings_table(s)
 
 
 def test_an_org_spec_that_departs_from_the_terms_is_named_field_by_field():

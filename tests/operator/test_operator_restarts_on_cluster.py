@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 # The baseline and one candidate. screen: false sends the candidate to confirmation whatever its
 # screening run scores, so the kills always land in a confirmation.
 EXPERIMENTS = 2
-NOISE_RUNS, CONFIRM_RUNS = 2, 2
+NOISE_RUNS, CONFIRM_RUNS = 2, 1  # one confirmation run and its re-run: each kill has its run
 POLICY = {"noiseRuns": NOISE_RUNS, "confirmRuns": CONFIRM_RUNS, "screen": False}
 # (experiment, run): the baseline's noise runs; the candidate's screening run, its confirmation
 # runs 1..C and the re-runs of the best C+1..2C (core/policy.py).

@@ -6,7 +6,8 @@ Two things live here, both plain data in and out:
   same commit and re-measures it (its baseline runs), so the start is estimated from all of them
   together; an entrant's improvement is that start's mean minus its best's mean, with a t
   interval from the noise pooled over the whole round (same code, same hardware, same seeds
-  rule). A leader is named only when its best beats the runner-up's at the contest's alpha
+  rule). An entrant that kept nothing is at the start: improvement exactly 0, however its own
+  baseline runs fell. A leader is named only when its best beats the runner-up's at the contest's alpha
   (one-sided t-test, scipy); otherwise the entrants not separated from the top are tied.
 - **the round record**: the contest's durable state is its `programs/<contest>` branch. Each
   round is one commit holding every entrant's program.md (`<entrant>.md`), with the round, the
@@ -25,26 +26,10 @@ from scipy import stats
 
 from .gitrepo import OrgRepo
 from .ledger import Estimate, Ledger, Noise, estimate, pooled_noise
-from .records import ExperimentRecord, Outcome, TokenUsage
+from .records import ExperimentRecord, Outcome
 
 PROGRAMS_BRANCH_PREFIX = "programs/"
 _TRAILER = re.compile(r"^(Contest-Round|Start-Commit|Parents-[a-z0-9-]+): ?(.*)$", re.M)
-
-
-@dataclass(frozen=True)
-class Prices:
-    """What a million tokens cost (proposer.promptPricePerMillion / completionPricePerMillion)."""
-
-    prompt: float | None = None
-    completion: float | None = None
-
-    def cost(self, usage: TokenUsage) -> float | None:
-        if self.prompt is None and self.completion is None:
-            return None if usage.total else 0.0
-        return (
-            usage.prompt_tokens * (self.prompt or 0.0)
-            + usage.completion_tokens * (self.completion or 0.0)
-        ) / 1e6
 
 
 @dataclass(frozen=True)
@@ -55,7 +40,6 @@ class EntrantInput:
     org: str
     records: list[ExperimentRecord]
     open_runs: list = field(default_factory=list)
-    prices: Prices = Prices()
     done: bool = False  # its org has spent its budget
 
 
@@ -141,14 +125,18 @@ def standings(round: int, entrants: list[EntrantInput], alpha: float) -> Standin
         ledger = ledgers[e.entrant]
         best = ledger.best
         improvement = ci_low = ci_high = None
-        if best is not None and start is not None:
+        baseline = ledger.baseline_record
+        if best is not None and baseline is not None and ledger.best_commit == baseline.commit:
+            # no keep: its best is the start itself (the same tree under its own sha), so it is
+            # measured by every entrant's baseline runs and improved by exactly nothing
+            best = start
+            improvement = ci_low = ci_high = 0.0
+        elif best is not None and start is not None:
             improvement = start.mean - best.mean
             if sigma is not None and noise.df > 0:
                 half = _t_quantile(alpha, noise.df) * sigma * math.sqrt(1 / start.n + 1 / best.n)
                 ci_low, ci_high = improvement - half, improvement + half
-        kept = sum(1 for r in e.records if r.outcome is Outcome.KEEP and r.experiment > 0)
-        crashed = sum(1 for r in e.records if r.outcome is Outcome.CRASH)
-        usage = sum((r.usage for r in e.records), TokenUsage())
+        counts = ledger.counts
         rows.append(
             Standing(
                 entrant=e.entrant,
@@ -159,13 +147,13 @@ def standings(round: int, entrants: list[EntrantInput], alpha: float) -> Standin
                 improvement=improvement,
                 ci_low=ci_low,
                 ci_high=ci_high,
-                experiments=len(e.records),
-                kept=kept,
-                crashed=crashed,
+                experiments=counts["total"],
+                kept=sum(1 for r in e.records if r.outcome is Outcome.KEEP and r.experiment > 0),
+                crashed=counts["crashed"],
                 gpu_hours=ledger.gpu_seconds / 3600,
                 verification_gpu_hours=ledger.verification_gpu_seconds / 3600,
-                llm_tokens=usage.total,
-                cost=e.prices.cost(usage),
+                llm_tokens=ledger.llm_tokens,
+                cost=ledger.llm_cost_usd,
                 done=e.done,
             )  # fmt: skip
         )
@@ -321,7 +309,9 @@ def standings_table(s: Standings) -> str:
     for e in s.entrants:
         best = "-" if e.best is None else f"{e.best.mean:.4f} ({e.best.n} runs)"
         gain = "-" if e.improvement is None else f"{e.improvement:+.4f}"
-        if e.ci_low is not None and e.ci_high is not None:
+        if e.kept == 0 and e.improvement is not None:
+            gain += " (no keep)"
+        elif e.ci_low is not None and e.ci_high is not None:
             gain += f" [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
         per_hour = "-" if e.gain_per_gpu_hour is None else f"{e.gain_per_gpu_hour:+.3f}/GPU-h"
         lines.append(

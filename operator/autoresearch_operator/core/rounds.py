@@ -14,7 +14,6 @@ from ..contest_spec import Contest, org_body
 from ..spec import Org, org_from_resource
 from .contest import (
     EntrantInput,
-    Prices,
     RoundRecord,
     Standings,
     commit_round,
@@ -63,11 +62,6 @@ def round_orgs(contest: Contest, rec: RoundRecord) -> dict[str, Org]:
     return {e: org_from_resource(body) for e, body in round_bodies(contest, rec).items()}
 
 
-def prices(org: Org) -> Prices:
-    p = org.spec.proposer
-    return Prices(p.promptPricePerMillion, p.completionPricePerMillion)
-
-
 def round_standings(
     contest: Contest,
     rec: RoundRecord,
@@ -79,11 +73,7 @@ def round_standings(
     inputs = []
     for entrant, org in orgs.items():
         records, open_runs = journals[entrant].read()
-        inputs.append(
-            EntrantInput(
-                entrant, org.name, records, open_runs, prices(org), done.get(entrant, False)
-            )
-        )
+        inputs.append(EntrantInput(entrant, org.name, records, open_runs, done.get(entrant, False)))
     return standings(rec.round, inputs, contest.spec.alpha)
 
 

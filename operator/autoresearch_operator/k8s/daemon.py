@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -112,8 +112,15 @@ def prepare_data(jobs: JobClient, config: OperatorConfig) -> str | None:
     )
 
 
-class OrgRunner:
-    """Drives one org; `run()` returns when the daemon is stopped."""
+Poster = TypeVar("Poster")  # how a runner posts Events: on its own object, or on any
+
+
+class ResourceRunner(Generic[Poster]):
+    """What the org and contest daemons share: their wiring, the loop of passes until the daemon
+    is stopped, and waiting for the spec to change. A subclass supplies `_pass` (and `_setup`
+    for its own parts); `post_event` is whatever Event poster it needs."""
+
+    STOPPING = "stopping"  # logged when the daemon is stopped mid-pass
 
     def __init__(
         self,
@@ -122,45 +129,69 @@ class OrgRunner:
         *,
         stopped: Callable[[], bool],
         wait: Callable[[float], bool],
-        post_event: PostEvent,
+        post_event: Poster,
         log: logging.Logger | logging.LoggerAdapter[Any],
     ):
-        self.runtime, self.config = runtime, runtime.config
-        self.body, self.stopped, self.wait, self.post_event, self.log = (
-            body, stopped, wait, post_event, log,
-        )  # fmt: skip
+        self.runtime, self.config, self.body = runtime, runtime.config, body
+        self.stopped, self.wait, self.post_event, self.log = stopped, wait, post_event, log
         meta = body["metadata"]
         self.namespace, self.name = meta["namespace"], meta["name"]
         self.jobs = JobClient(
             runtime.api, self.namespace, wait=wait, poll_seconds=self.config.poll_seconds, log=log
         )
-        self.publisher = StatusPublisher(
-            self._patch_status,
-            interval=self.config.status_interval_seconds,
-            previous=dict(body.get("status") or {}),
-            log=log,
-        )
-        self.data_ready = False
+        self._setup()
 
-    # -- the passes ---------------------------------------------------------------------------
+    def _setup(self) -> None:
+        """The subclass's own parts, once the shared ones exist."""
 
     def run(self) -> None:
         try:
             while not self.stopped():
                 self._pass()
         except Interrupted:
-            self.log.info("stopping; running Jobs are left to finish and will be adopted")
+            self.log.info(self.STOPPING)
         finally:
-            self.publisher.close()
+            self.close()
+
+    def close(self) -> None:
+        """Called once the daemon stops."""
+
+    def _pass(self) -> None:
+        raise NotImplementedError
+
+    def _changed(self, generation: int | None) -> bool:
+        return self.body.get("metadata", {}).get("generation") != generation
+
+    def _wait_for_change(self, generation: int | None, timeout: float | None = None) -> None:
+        """Until the spec changes, `timeout` passes, or the daemon is stopped."""
+        waited = 0.0
+        while not self._changed(generation) and (timeout is None or waited < timeout):
+            if self.wait(1.0):
+                return
+            waited += 1.0
+
+
+class OrgRunner(ResourceRunner[PostEvent]):
+    """Drives one org; `run()` returns when the daemon is stopped."""
+
+    STOPPING = "stopping; running Jobs are left to finish and will be adopted"
+
+    def _setup(self) -> None:
+        self.publisher = StatusPublisher(
+            self._patch_status,
+            interval=self.config.status_interval_seconds,
+            previous=dict(self.body.get("status") or {}),
+            log=self.log,
+        )
+        self.data_ready = False
+
+    # -- the passes ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.publisher.close()
 
     def _snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(dict(self.body))
-
-    def _generation(self) -> int | None:
-        return self.body.get("metadata", {}).get("generation")
-
-    def _changed(self, generation: int | None) -> bool:
-        return self._generation() != generation
 
     def _pass(self) -> None:
         snapshot = self._snapshot()
@@ -284,14 +315,6 @@ class OrgRunner:
         self.publisher.set_phase(FAILED, message, generation)
         self.runtime.metrics.set_phase(self.namespace, self.name, FAILED)
         self._wait_for_change(generation, timeout=retry_after or RETRY_SECONDS)
-
-    def _wait_for_change(self, generation: int | None, timeout: float | None = None) -> None:
-        """Until the spec changes, `timeout` passes, or the daemon is stopped."""
-        waited = 0.0
-        while not self._changed(generation) and (timeout is None or waited < timeout):
-            if self.wait(1.0):
-                return
-            waited += 1.0
 
     def _patch_status(self, status: dict[str, Any]) -> None:
         try:

@@ -10,6 +10,7 @@ import contextvars
 import copy
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import kopf
@@ -57,16 +58,19 @@ def _snapshot(body: kopf.Body) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
 
-@kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
-@kopf.on.create(API_GROUP, API_VERSION, PLURAL)
-@kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
-def validate(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
+def check_spec(
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    logger: Any,
+    parse: Callable[[dict[str, Any], str], object],
+    invalid: type[Exception],
 ) -> None:
-    """A body that does not validate gets phase Failed and an Event naming the bad field."""
+    """A body that does not validate gets phase Failed and an Event naming the bad field; a
+    valid one that was Failed (or is new) goes Pending."""
     try:
-        org_from_resource(_snapshot(body), where=f"ResearchOrg {body.metadata.name}")
-    except OrgSpecError as err:
+        parse(_snapshot(body), f"{body.get('kind', 'resource')} {body.metadata.name}")
+    except invalid as err:
         patch.status.update(failed_status(str(err), status.get("conditions") or []))
         kopf.event(
             body, type="Warning", reason="InvalidSpec", message=str(err)[:EVENT_MESSAGE_CHARS]
@@ -75,6 +79,25 @@ def validate(
         return
     if status.get("phase") in (None, FAILED):
         patch.status.update({"phase": PENDING, "message": "spec is valid; starting"})
+
+
+def stopped_for_good(stopped: kopf.DaemonStopped) -> bool:
+    """The daemon stopped because its resource was deleted (not an operator shutdown)."""
+    return stopped.reason is not None and bool(
+        stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+    )
+
+
+@kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.create(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
+def validate(
+    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
+) -> None:
+    check_spec(
+        body, status, patch, logger, lambda b, where: org_from_resource(b, where=where),
+        OrgSpecError,
+    )  # fmt: skip
 
 
 def event_poster(body: kopf.Body) -> PostEvent:
@@ -111,5 +134,5 @@ def run_org(
         post_event=event_poster(body),
         log=logger,
     ).run()
-    if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+    if stopped_for_good(stopped):
         runtime.metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])

@@ -164,6 +164,7 @@ def status_from_state(
         "gpuHours": round(used / 3600, 4),
         "verificationGpuSeconds": round(verification, 3),
         "llmTokens": ledger.llm_tokens,
+        "llmCostUSD": None if ledger.llm_cost_usd is None else round(ledger.llm_cost_usd, 6),
         "lastExperiment": experiment_summary(last) if last else None,
         "recentExperiments": [experiment_summary(r) for r in list(records)[-RECENT_EXPERIMENTS:]],
         "conditions": conditions_for(phase, message, previous_conditions, now, push_error),

@@ -6,7 +6,6 @@ Importing this module registers them with kopf's default registry; the operator'
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,8 +15,7 @@ from ...contest_spec import ContestSpecError, contest_from_resource
 from ...crd_contest import PLURAL
 from ...spec import API_GROUP, API_VERSION
 from ..daemon import Runtime
-from ..handlers import EVENT_MESSAGE_CHARS, event_poster
-from ..status import FAILED, PENDING, failed_status
+from ..handlers import check_spec, event_poster, stopped_for_good
 from .runner import ContestRunner
 
 
@@ -27,20 +25,10 @@ from .runner import ContestRunner
 def validate_contest(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
 ) -> None:
-    """A body that does not validate gets phase Failed and an Event naming the bad field."""
-    try:
-        contest_from_resource(
-            copy.deepcopy(dict(body)), where=f"ResearchContest {body.metadata.name}"
-        )
-    except ContestSpecError as err:
-        patch.status.update(failed_status(str(err), status.get("conditions") or []))
-        kopf.event(
-            body, type="Warning", reason="InvalidSpec", message=str(err)[:EVENT_MESSAGE_CHARS]
-        )
-        logger.warning("%s", err)
-        return
-    if status.get("phase") in (None, FAILED):
-        patch.status.update({"phase": PENDING, "message": "spec is valid; starting"})
+    check_spec(
+        body, status, patch, logger, lambda b, where: contest_from_resource(b, where=where),
+        ContestSpecError,
+    )  # fmt: skip
 
 
 def post_on(target: Mapping[str, Any], type: str, reason: str, message: str) -> None:
@@ -62,5 +50,5 @@ def run_contest(
         post_event=post_on,
         log=logger,
     ).run()
-    if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+    if stopped_for_good(stopped):
         runtime.metrics.forget_contest(body["metadata"]["namespace"], body["metadata"]["name"])

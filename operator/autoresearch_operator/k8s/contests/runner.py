@@ -11,9 +11,7 @@ that round's orgs. Decisions are in decide.py.
 from __future__ import annotations
 
 import copy
-import logging
 import time
-from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,42 +29,24 @@ from ...core.state import budget_exhausted, observe
 from ...crd_contest import PLURAL as CONTESTS
 from ...proposers import ProposerConfigError
 from ...spec import API_GROUP, API_VERSION
-from ..daemon import RETRY_SECONDS, Runtime, proposer_secret
-from ..jobs import Interrupted, JobClient, KubernetesError
+from ..daemon import RETRY_SECONDS, ResourceRunner, proposer_secret
+from ..jobs import KubernetesError
 from ..status import COMPLETED, FAILED, conditions_for
 from . import decide
 from .orgs import ContestOrgs, PostEvent
 
 
-class ContestRunner:
+class ContestRunner(ResourceRunner[PostEvent]):
     """Drives one contest; `run()` returns when the daemon is stopped."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        body: Mapping[str, Any],
-        *,
-        stopped: Callable[[], bool],
-        wait: Callable[[float], bool],
-        post_event: PostEvent,
-        log: logging.Logger | logging.LoggerAdapter[Any],
-    ):
-        self.runtime, self.config, self.body = runtime, runtime.config, body
-        self.stopped, self.wait, self.post_event, self.log = stopped, wait, post_event, log
-        self.namespace, self.name = body["metadata"]["namespace"], body["metadata"]["name"]
-        self.jobs = JobClient(runtime.api, self.namespace, wait=wait, log=log)
-        self.objects = client.CustomObjectsApi(runtime.api)
-        self.orgs = ContestOrgs(self.jobs, self.name, post_event, log)
+    STOPPING = "stopping; the orgs keep running and the next operator takes over"
+
+    def _setup(self) -> None:
+        self.objects = client.CustomObjectsApi(self.runtime.api)
+        self.orgs = ContestOrgs(self.jobs, self.name, self.post_event, self.log)
         self.committed: list[RoundRecord] = []  # this runner is the only one committing rounds
         self.finished: dict[int, Standings] = {}  # rounds that are over do not change
         self.last_patch = float("-inf")
-
-    def run(self) -> None:
-        try:
-            while not self.stopped():
-                self._pass()
-        except Interrupted:
-            self.log.info("stopping; the orgs keep running and the next operator takes over")
 
     def _pass(self) -> None:
         snapshot = copy.deepcopy(dict(self.body))
@@ -197,12 +177,3 @@ class ContestRunner:
             self.log.warning("failed: %s", message)
         self._publish(snapshot, {**old, "phase": FAILED, "message": message}, generation)
         self._wait_for_change(generation, timeout=RETRY_SECONDS)
-
-    def _wait_for_change(self, generation: int | None, timeout: float | None = None) -> None:
-        waited = 0.0
-        while self.body["metadata"].get("generation") == generation and (
-            timeout is None or waited < timeout
-        ):
-            if self.wait(1.0):
-                return
-            waited += 1.0
