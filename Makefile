@@ -10,7 +10,7 @@ CORPUS ?= $(SHARED)/data/tinyshakespeare.txt
 RUNS ?= runs
 EXAMPLE ?= program-examples/baseline/org.yaml
 
-.PHONY: help venv sandbox-tools prometheus run contest test test-fast lint bench bench-integrity bench-contest gpu-check bench-operator bench-scale e2e docs image clean
+.PHONY: help venv sandbox-tools prometheus run contest test test-fast lint bench bench-integrity bench-proposer bench-contest gpu-check bench-operator bench-scale e2e docs image clean
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -76,6 +76,10 @@ bench: venv sandbox-tools ## Benchmarks: duty cycle of the local loop, trainer t
 bench-integrity: venv sandbox-tools ## Keep decisions vs noise (real tiny CPU orgs + a simulation of the policy), beside the old one-run rule: about 12 min
 	$(PY) benchmarks/integrity.py --corpus $(CORPUS) --workdir $(RUNS)/integrity --report $(RUNS)/integrity.json --alternative confirm_runs=4 $(INTEGRITY_ARGS)
 
+bench-proposer: venv ## LLM replies as real models write them: share of a 52-reply corpus turned into the intended candidate or rejection; the prompt's size in tokens
+	$(PY) benchmarks/reply_corpus.py
+	$(PY) benchmarks/prompt_size.py
+
 bench-contest: venv sandbox-tools ## Does meta-research pay? A 3-entrant, 2-round CPU contest: gain per GPU-hour of round 1 vs round 2, with intervals: about 11 min
 	$(PY) benchmarks/contest.py --corpus $(CORPUS) --workdir $(RUNS)/bench-contest --report $(RUNS)/bench-contest.json $(CONTEST_ARGS)
 
@@ -92,13 +96,14 @@ bench-operator: venv sandbox-tools ## Operator overhead per experiment on the te
 bench-scale: venv ## Operator at scale on kwok (own cluster): 50 orgs, 200 GPU nodes; scheduling, CPU, RSS, API requests
 	$(PY) benchmarks/operator_scale.py --orgs 50 --experiments 4 --nodes 200
 
-docs: venv ## Regenerate crds/, the chart's CRD copies and docs/crd-reference.md, docs/crd-contest-reference.md
+docs: venv ## Regenerate crds/, the chart's CRD copies, docs/crd-reference.md, docs/crd-contest-reference.md and the prompt example in docs/proposers.md
 	$(VENV)/bin/autoresearch crd > crds/researchorg.yaml.tmp && mv crds/researchorg.yaml.tmp crds/researchorg.yaml
 	cp crds/researchorg.yaml charts/autoresearch-operator/crds/researchorg.yaml
 	$(VENV)/bin/autoresearch crd --reference > docs/crd-reference.md.tmp && mv docs/crd-reference.md.tmp docs/crd-reference.md
 	$(VENV)/bin/autoresearch crd --kind contest > crds/researchcontest.yaml.tmp && mv crds/researchcontest.yaml.tmp crds/researchcontest.yaml
 	cp crds/researchcontest.yaml charts/autoresearch-operator/crds/researchcontest.yaml
 	$(VENV)/bin/autoresearch crd --kind contest --reference > docs/crd-contest-reference.md.tmp && mv docs/crd-contest-reference.md.tmp docs/crd-contest-reference.md
+	$(PY) benchmarks/prompt_size.py --write-doc docs/proposers.md
 
 # Image names default to the chart's (values.yaml images.*.repository, tag = Chart.yaml appVersion).
 REGISTRY ?= ghcr.io/autoresearch-operator

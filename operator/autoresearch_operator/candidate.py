@@ -1,22 +1,33 @@
 """Turn a proposer's reply into a candidate train.py, and check it before any training time is spent.
 
-Pure functions over strings. A reply either carries SEARCH/REPLACE blocks (aider's format)
-
-    <<<<<<< SEARCH
-    old lines
-    =======
-    new lines
-    >>>>>>> REPLACE
-
-applied in order to the current train.py, or the whole new file in one ```python fence.
+Pure functions over strings. The reply's reasoning is dropped and its answer read in whichever
+format the model chose (candidate_formats.py: SEARCH/REPLACE blocks as asked, unified diffs,
+JSON, or the whole file in a ```python fence); edits are applied with some tolerance for
+whitespace (candidate_edits.py); the result is checked statically (candidate_checks.py).
 Anything wrong raises CandidateError with a one-sentence reason the model can act on.
 """
 
 from __future__ import annotations
 
+import ast
 import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+
+from autoresearch_operator.candidate_checks import (
+    check_definitions,
+    check_elisions,
+    check_imports,
+    check_processes,
+    check_whole_file,
+)
+from autoresearch_operator.candidate_edits import CandidateError, apply_edits
+from autoresearch_operator.candidate_formats import (
+    REPLACE,
+    SEARCH,
+    final_answer,
+    is_filename_line,
+    read_answer,
+)
 
 MAX_CANDIDATE_BYTES = 100_000
 MAX_DESCRIPTION_CHARS = 120
@@ -24,150 +35,43 @@ NO_DESCRIPTION = "(no hypothesis given)"
 # A ```python fence shorter than this fraction of the current file is a snippet, not a whole file.
 MIN_WHOLE_FILE_FRACTION = 0.4
 
-_SEARCH = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
-_DIVIDER = re.compile(r"^\s*={5,9}\s*$")
-_REPLACE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
-_FENCE = re.compile(r"^\s*```+\s*([\w+-]*)\s*$")
-_FENCE_CLOSE = re.compile(r"^\s*```+\s*$")
-_PYTHON_TAGS = {"python", "python3", "py"}
+# "HYPOTHESIS: ...", "1. **Hypothesis**: ...", or a "## Hypothesis" heading over a paragraph
 _HYPOTHESIS = re.compile(
-    r"^[\s>*#_-]*(?:HYPOTHESIS|DESCRIPTION)[*_\s]*:[*_\s]*(.+)$", re.IGNORECASE
+    r"^[\s>*#_-]*(?:\d+[.)]\s+)?[\s>*#_-]*(?:HYPOTHESIS|DESCRIPTION)[*_\s]*(?::[*_\s]*(.*))?$",
+    re.IGNORECASE,
 )
-
-
-class CandidateError(ValueError):
-    """The reply or the candidate it yields is unusable; `reason` says why in one sentence."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One SEARCH/REPLACE block, as lines without their newlines."""
-
-    search: tuple[str, ...]
-    replace: tuple[str, ...]
+_WORD = re.compile(r"[^\W\d_]")  # a line without a letter ("{", "---") is no description
+# Lines of a unified diff that are not prose: headers and hunk markers.
+_DIFF_LINE = re.compile(r"^(?:--- |\+\+\+ |@@|diff --git )")
 
 
 def parse_reply(reply_text: str, current_source: str) -> tuple[str, str]:
     """Return (description, new_source) from a model reply against the current train.py."""
-    text = reply_text.replace("\r\n", "\n")
-    edits = parse_edits(text)
-    new_source = apply_edits(current_source, edits) if edits else _whole_file(text, current_source)
-    return extract_description(text), new_source
+    text = final_answer(reply_text)
+    answer = read_answer(text)
+    if answer.whole_file is None:
+        new_source = apply_edits(current_source, answer.edits)
+    else:
+        new_source = _whole_file(answer.whole_file, current_source)
+    if answer.description:
+        description = _trim(answer.description)
+    else:
+        description = extract_description(text if answer.prose is None else answer.prose)
+    return description, new_source
 
 
-def parse_edits(reply_text: str) -> list[Edit]:
-    """Every SEARCH/REPLACE block in the reply, in order; fences around them are ignored."""
-    lines = reply_text.splitlines()
-    edits: list[Edit] = []
-    i = 0
-    while i < len(lines):
-        if not _SEARCH.match(lines[i]):
-            if _REPLACE.match(lines[i]):
-                raise CandidateError(
-                    "the reply has a >>>>>>> REPLACE line without a matching <<<<<<< SEARCH line"
-                )
-            i += 1
-            continue
-        number = len(edits) + 1
-        search, i = _section(lines, i + 1, _DIVIDER, number, "has no ======= line after SEARCH")
-        replace, i = _section(lines, i + 1, _REPLACE, number, "is not closed by >>>>>>> REPLACE")
-        edits.append(Edit(tuple(search), tuple(replace)))
-        i += 1
-    return edits
-
-
-def _section(
-    lines: Sequence[str], start: int, end: re.Pattern[str], number: int, unclosed: str
-) -> tuple[list[str], int]:
-    """Lines from `start` up to the line matching `end`; returns them and that line's index."""
-    body: list[str] = []
-    for i in range(start, len(lines)):
-        line = lines[i]
-        if end.match(line):
-            return body, i
-        if _SEARCH.match(line) or _DIVIDER.match(line) or _REPLACE.match(line):
-            raise CandidateError(f"block {number} {unclosed} (found {line.strip()!r} first)")
-        body.append(line)
-    raise CandidateError(f"block {number} {unclosed}")
-
-
-def apply_edits(source: str, edits: Sequence[Edit]) -> str:
-    """Apply the blocks in order; each SEARCH must match exactly one run of whole lines."""
-    lines = source.splitlines()
-    for number, edit in enumerate(edits, start=1):
-        if not any(line.strip() for line in edit.search):
-            raise CandidateError(
-                f"block {number} has an empty SEARCH section; copy the lines to replace from train.py"
-            )
-        starts = _find(lines, edit.search, lambda s: s)
-        if not starts:  # models often drop or add trailing spaces
-            starts = _find(lines, edit.search, str.rstrip)
-        snippet = _snippet(edit.search)
-        if not starts:
-            raise CandidateError(
-                f"SEARCH block {number} matches nothing in train.py (starts {snippet!r})"
-            )
-        if len(starts) > 1:
-            raise CandidateError(
-                f"SEARCH block {number} matches {len(starts)} places in train.py "
-                f"(starts {snippet!r}); add surrounding lines to make it unique"
-            )
-        start = starts[0]
-        lines[start : start + len(edit.search)] = edit.replace
-    return "\n".join(lines) + "\n" if lines else ""
-
-
-def _find(
-    lines: Sequence[str], search: Sequence[str], normalize: Callable[[str], str]
-) -> list[int]:
-    wanted = [normalize(line) for line in search]
-    have = [normalize(line) for line in lines]
-    n = len(wanted)
-    return [i for i in range(len(have) - n + 1) if have[i : i + n] == wanted]
-
-
-def _snippet(search: Sequence[str], limit: int = 60) -> str:
-    first = next((line.strip() for line in search if line.strip()), "")
-    return first if len(first) <= limit else first[: limit - 3] + "..."
-
-
-def _fenced_blocks(lines: Sequence[str]) -> Iterator[tuple[str, list[str]]]:
-    """(language tag, body lines) of each ``` fence; an unclosed fence runs to the end."""
-    i = 0
-    while i < len(lines):
-        opening = _FENCE.match(lines[i])
-        if not opening:
-            i += 1
-            continue
-        body: list[str] = []
-        i += 1
-        while i < len(lines) and not _FENCE_CLOSE.match(lines[i]):
-            body.append(lines[i])
-            i += 1
-        yield opening.group(1).lower(), body
-        i += 1
-
-
-def _whole_file(reply_text: str, current_source: str) -> str:
-    fences = list(_fenced_blocks(reply_text.splitlines()))
-    python = [body for tag, body in fences if tag in _PYTHON_TAGS]
-    candidates = python or [body for tag, body in fences if tag == ""]
-    if not candidates:
-        raise CandidateError(
-            "the reply has no SEARCH/REPLACE block and no ```python fence holding the whole train.py"
-        )
-    body = max(candidates, key=len)
+def _whole_file(body: str, current_source: str) -> str:
+    lines = body.replace("\r\n", "\n").rstrip("\n").splitlines()
     current_lines = len(current_source.splitlines())
-    if len(body) < MIN_WHOLE_FILE_FRACTION * current_lines:
+    if len(lines) < MIN_WHOLE_FILE_FRACTION * current_lines:
         raise CandidateError(
-            f"the ```python fence has {len(body)} lines but train.py has {current_lines}; "
+            f"the ```python fence has {len(lines)} lines but train.py has {current_lines}; "
             "send SEARCH/REPLACE blocks for partial edits, or the whole file"
         )
-    return "\n".join(body) + "\n"
+    source = "\n".join(lines) + "\n"
+    check_elisions(source, current_source)  # an elided file is often short too: say why
+    check_whole_file(source, current_source)
+    return source
 
 
 def extract_description(reply_text: str) -> str:
@@ -175,28 +79,34 @@ def extract_description(reply_text: str) -> str:
     lines = reply_text.replace("\r\n", "\n").splitlines()
     # Prose first; then fences too, for replies wrapped whole in one.
     for skip_fences in (True, False):
-        for line in _lines_outside(lines, skip_fences=skip_fences):
+        outside = list(_lines_outside(lines, skip_fences=skip_fences))
+        for i, line in enumerate(outside):
             found = _HYPOTHESIS.match(line)
-            if found and found.group(1).strip(" *_"):
-                return _trim(found.group(1))
-    for line in _lines_outside(lines, skip_fences=True):
+            if found and (text := (found.group(1) or "").strip(" *_") or _prose(outside[i + 1 :])):
+                return _trim(text)
+    return _trim(_prose(_lines_outside(lines, skip_fences=True))) or NO_DESCRIPTION
+
+
+def _prose(lines: Iterable[str]) -> str:
+    """The first line that reads as prose: not blank, not a diff header, not a filename."""
+    for line in lines:
         prose = line.strip().lstrip("#>*-_ ").strip()
-        if prose:
-            return _trim(prose)
-    return NO_DESCRIPTION
+        if _WORD.search(prose) and not _DIFF_LINE.match(line) and not is_filename_line(line):
+            return prose
+    return ""
 
 
 def _lines_outside(lines: Sequence[str], *, skip_fences: bool) -> Iterator[str]:
     """Lines that are not inside a SEARCH/REPLACE block (nor, if asked, inside a ``` fence)."""
     in_block = in_fence = False
     for line in lines:
-        if _SEARCH.match(line):
+        if SEARCH.match(line):
             in_block = True
-        elif _REPLACE.match(line):
+        elif REPLACE.match(line):
             in_block = False
         elif in_block:
             continue
-        elif line.lstrip().startswith("```"):
+        elif line.lstrip().startswith(("```", "~~~")):
             in_fence = not in_fence
         elif not (skip_fences and in_fence):
             yield line
@@ -222,8 +132,18 @@ def validate_candidate(
         )
     if current_source is not None and _same_code(source, current_source):
         raise CandidateError("the candidate train.py is identical to the current one")
+    check_elisions(source, current_source)  # before compiling: a placeholder explains the error
+    tree = _compile(source)
+    current = _parse_or_none(current_source)
+    check_definitions(tree, current)
+    check_processes(tree, current)
+    check_imports(tree, current)
+
+
+def _compile(source: str) -> ast.Module:
     try:
-        compile(source, "train.py", "exec")
+        tree = ast.parse(source, "train.py")
+        compile(tree, "train.py", "exec")  # what the parser lets through, e.g. a stray return
     except SyntaxError as error:
         where = f"line {error.lineno}" if error.lineno else "an unknown line"
         text = (error.text or "").strip()
@@ -233,6 +153,17 @@ def validate_candidate(
         ) from error
     except ValueError as error:  # e.g. null bytes
         raise CandidateError(f"the candidate train.py does not compile: {error}") from error
+    return tree
+
+
+def _parse_or_none(source: str | None) -> ast.Module | None:
+    """The current train.py's tree, to tell what a candidate adds; None if there is none."""
+    if source is None:
+        return None
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
 
 
 def _same_code(a: str, b: str) -> bool:

@@ -122,6 +122,8 @@ def summary_from_org(org: dict[str, Any], label: str) -> OrgSummary:
         sigma_runs=(status.get("noise") or {}).get("runs") or None,
         confirmed=int(counts.get("confirmed", 0)),
         verification_gpu_seconds=float(status.get("verificationGpuSeconds") or 0.0),
+        rejected=int(counts.get("rejected", 0)),
+        llm_cost_usd=status.get("llmCostUSD"),
     )
 
 

@@ -77,6 +77,8 @@ def spec_schema() -> dict[str, Any]:
          "message": "set exactly one of spec.program and spec.programRef"},
         {"rule": "!has(self.proposer) || !has(self.proposer.type) || self.proposer.type != 'openai' || has(self.proposer.model)",
          "message": "spec.proposer.model is required when spec.proposer.type is 'openai'"},
+        {"rule": "!has(self.budget) || !has(self.budget.maxLLMCostUSD) || (has(self.proposer) && has(self.proposer.pricing))",
+         "message": "spec.budget.maxLLMCostUSD needs spec.proposer.pricing (USD per million tokens)"},
     ]  # fmt: skip
     return schema
 
@@ -156,10 +158,20 @@ def status_schema() -> dict[str, Any]:
         best=_result("The best kept result so far; the branch head."),
         counts=_obj(
             "Experiments by outcome.",
-            total=_t("integer", "Experiments recorded."),
+            total=_t(
+                "integer",
+                "Experiments recorded (candidates that trained or crashed; rejected proposals "
+                "are counted apart).",
+            ),
             kept=_t("integer", "Kept (baseline included)."),
             discarded=_t("integer", "Discarded."),
-            crashed=_t("integer", "Crashed, including rejected proposals."),
+            crashed=_t("integer", "Crashed while training or evaluating."),
+            rejected=_t(
+                "integer",
+                "Proposals rejected before training (no usable edit, a cut-off reply, a "
+                "forbidden import, ...): no experiment and no GPU time; budget.maxProposals "
+                "caps them.",
+            ),
             running=_t("integer", "Experiments with a run training now."),
             confirming=_t(
                 "integer", "Promising experiments whose confirmation runs are under way."
@@ -188,6 +200,9 @@ def status_schema() -> dict[str, Any]:
         ),
         gpuHours=_t("number", "gpuSeconds in hours, for the printer column."),
         llmTokens=_t("integer", "LLM tokens used by the proposer."),
+        llmCostUSD=_t(
+            "number", "What the proposer cost in USD at spec.proposer.pricing (absent without)."
+        ),
         lastExperiment=experiment,
         recentExperiments={
             "type": "array",
@@ -215,7 +230,7 @@ def status_schema() -> dict[str, Any]:
     )
 
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {
         "name": "Best",
@@ -241,47 +256,62 @@ PRINTER_COLUMNS = [
     {"name": "Kept", "type": "integer", "jsonPath": ".status.counts.kept"},
     {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},
     {"name": "GPU-hours", "type": "number", "jsonPath": ".status.gpuHours"},
+    {
+        "name": "Cost",
+        "type": "number",
+        "jsonPath": ".status.llmCostUSD",
+        "description": "What the proposer cost in USD (spec.proposer.pricing)",
+        "priority": 1,
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
 
-def build_crd() -> dict[str, Any]:
+def definition(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    printer_columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One namespaced CustomResourceDefinition of our API group: a single served and stored
+    version with a status subresource, in the `autoresearch` category (`kubectl get autoresearch`)."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{API_GROUP}"},
+        "metadata": {"name": f"{plural}.{API_GROUP}"},
         "spec": {
             "group": API_GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": KIND,
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
+                "kind": kind,
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short_names,
                 "categories": ["autoresearch"],
-            },  # fmt: skip
+            },
             "versions": [
                 {
                     "name": API_VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "additionalPrinterColumns": printer_columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": (
-                                "A research org: an LLM researcher (or the offline mutate proposer) that "
-                                "improves train.py one experiment at a time, each trained as a GPU Job "
-                                "for a fixed budget, keeping a change only if val_bpb improves."
-                            ),
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema(),
-                                "status": status_schema(),
+                                "spec": spec,
+                                "status": status,
                             },
                         }
                     },
@@ -291,6 +321,30 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+def generated(command: str, source: str, crd: dict[str, Any]) -> str:
+    """The CRD as the YAML committed under crds/, headed by how to regenerate it."""
+    header = (
+        f"# Generated by `{command}` from operator/autoresearch_operator/{source}; do not edit.\n"
+    )
+    return header + yaml.safe_dump(crd, sort_keys=False, width=100)
+
+
+def build_crd() -> dict[str, Any]:
+    return definition(
+        kind=KIND,
+        plural=PLURAL,
+        singular=SINGULAR,
+        short_names=SHORT_NAMES,
+        description=(
+            "A research org: an LLM researcher (or the offline mutate proposer) that improves "
+            "train.py one experiment at a time, each trained as a GPU Job for a fixed budget, "
+            "keeping a change only if val_bpb improves."
+        ),
+        spec=spec_schema(),
+        status=status_schema(),
+        printer_columns=PRINTER_COLUMNS,
+    )
+
+
 def render() -> str:
-    header = "# Generated by `autoresearch crd` from operator/autoresearch_operator/spec.py; do not edit.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+    return generated("autoresearch crd", "spec.py", build_crd())

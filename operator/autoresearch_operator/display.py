@@ -141,7 +141,8 @@ def print_comparison(console: Console, summaries: list[OrgSummary], title: str) 
     table = Table(title=title, title_justify="left")
     for col in ("org", "proposer", "best (runs)", "best test_bpb", "baseline", "Δ", "σ (runs)",
                 "experiments", "kept", "discarded", "crashed", "confirmed", "keep rate",
-                "GPU time", "of it verifying", "LLM tokens"):  # fmt: skip
+                "GPU time", "of it verifying", "rejected proposals", "LLM tokens",
+                "LLM cost"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("org", "proposer") else "right")
     for s in sorted(summaries, key=lambda s: (s.best is None, s.best or 0.0)):
         table.add_row(
@@ -149,12 +150,14 @@ def print_comparison(console: Console, summaries: list[OrgSummary], title: str) 
             _fmt(s.improvement, "+.4f"), _with_n(s.sigma, s.sigma_runs), str(s.experiments),
             str(s.kept), str(s.discarded), str(s.crashed), str(s.confirmed),
             _fmt(s.keep_rate, ".0%"), f"{s.gpu_seconds / 60:.1f} min",
-            f"{s.verification_gpu_seconds / 60:.1f} min", str(s.llm_tokens),
+            f"{s.verification_gpu_seconds / 60:.1f} min", str(s.rejected), str(s.llm_tokens),
+            "-" if s.llm_cost_usd is None else f"${s.llm_cost_usd:.2f}",
         )  # fmt: skip
     console.print(table)
     console.print(
         "best: the mean over the best commit's runs; σ: how much val_bpb varies between runs "
-        "of the same code; confirmed: candidates that went past the screening run",
+        "of the same code; confirmed: candidates that went past the screening run; rejected "
+        "proposals never trained and are no experiments",
         style="dim",
     )
 

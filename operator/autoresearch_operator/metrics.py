@@ -89,6 +89,10 @@ class OperatorMetrics:
             "autoresearch_llm_tokens", "LLM tokens used by the proposer (status.llmTokens).", ORG,
             registry=r,
         )  # fmt: skip
+        self.llm_cost = Counter(
+            "autoresearch_llm_cost_usd", "What the proposer cost in USD at proposer.pricing "
+            "(status.llmCostUSD); absent for an org without a price.", ORG, registry=r,
+        )  # fmt: skip
         self.proposal_latency = Histogram(
             "autoresearch_proposal_latency_seconds", "Time the proposer took per proposal.", ORG,
             buckets=_LATENCY_BUCKETS, registry=r,
@@ -176,6 +180,8 @@ class OperatorMetrics:
         self._outcome_labels.setdefault((namespace, org), set()).add((rec.outcome.value, reason))
         self.experiments.labels(namespace, org, rec.outcome.value, reason).inc()
         self.llm_tokens.labels(namespace, org).inc(rec.usage.total)
+        if rec.cost_usd is not None:
+            self.llm_cost.labels(namespace, org).inc(rec.cost_usd)
         if rec.commit and rec.started_at is not None and rec.finished_at is not None:
             self.duration.labels(namespace, org).observe(rec.finished_at - rec.started_at)
         return True
@@ -230,7 +236,7 @@ class OperatorMetrics:
             for role in self._roles.pop(key, set()):
                 self.runs.remove(namespace, org, role)
             for metric in (self.best, self.best_test, self.baseline, self.last, self.duration,
-                           self.gpu_seconds, self.llm_tokens, self.proposal_latency,
+                           self.gpu_seconds, self.llm_tokens, self.llm_cost, self.proposal_latency,
                            self.running, self.verification_gpu_seconds, self.noise):  # fmt: skip
                 with contextlib.suppress(KeyError):
                     metric.remove(namespace, org)

@@ -54,6 +54,8 @@ class OrgSummary:
     sigma_runs: int | None = None  # runs sigma is pooled from
     confirmed: int = 0  # experiments that went past screening
     verification_gpu_seconds: float = 0.0  # confirmation runs and champion re-runs
+    rejected: int = 0  # proposals that never became a candidate (no experiment, no GPU time)
+    llm_cost_usd: float | None = None  # at proposer.pricing; None without a price
 
     @property
     def keep_rate(self) -> float | None:
@@ -89,6 +91,8 @@ def summarize(org: str, records: list[ExperimentRecord]) -> OrgSummary:
         sigma_runs=noise.runs or None,
         confirmed=counts["confirmed"],
         verification_gpu_seconds=ledger.verification_gpu_seconds,
+        rejected=counts["rejected"],
+        llm_cost_usd=ledger.llm_cost_usd,
     )
 
 

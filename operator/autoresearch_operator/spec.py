@@ -103,6 +103,24 @@ class TrainerSpec(_Model):
         return self.window_seconds + EVALUATION_SECONDS[self.profile]
 
 
+class Pricing(_Model):
+    """USD per million tokens, as the provider's price list gives them."""
+
+    inputPerMillion: float = Field(
+        default=0.0, ge=0, description="USD per million input (prompt) tokens."
+    )
+    outputPerMillion: float = Field(
+        default=0.0,
+        ge=0,
+        description="USD per million output (completion) tokens, reasoning included.",
+    )
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.inputPerMillion + completion_tokens * self.outputPerMillion
+        ) / 1e6
+
+
 class ProposerSpec(_Model):
     type: Literal["openai", "mutate"] = Field(
         default="mutate",
@@ -124,14 +142,25 @@ class ProposerSpec(_Model):
     maxTokens: int = Field(default=8192, ge=1, description="Completion token cap per proposal.")
     timeoutSeconds: float = Field(default=180, gt=0, description="Timeout of one LLM request.")
     maxRetries: int = Field(default=5, ge=0, le=20, description="Retries on 429, 5xx and timeouts.")
-    seed: int = Field(default=0, description="Seed of the mutate proposer.")
-    promptPricePerMillion: float | None = Field(
-        default=None,
+    repairTurns: int = Field(
+        default=1,
         ge=0,
-        description="Price of a million prompt tokens (any currency); status and compare show cost.",
+        le=3,
+        description=(
+            "How often a reply that cannot be used (no edit that applies, a cut-off or "
+            "incomplete file, a bad import) is sent back to the model with the reason, in the "
+            "same conversation, for a corrected edit. Each turn's tokens are counted; 0 turns "
+            "the first unusable reply straight into a rejected proposal."
+        ),
     )
-    completionPricePerMillion: float | None = Field(
-        default=None, ge=0, description="Price of a million completion tokens (same currency)."
+    seed: int = Field(default=0, description="Seed of the mutate proposer.")
+    pricing: Pricing | None = Field(
+        default=None,
+        description=(
+            "What the endpoint charges, in USD per million tokens: turns tokens into cost per "
+            "experiment, per org (status, compare, /metrics) and lets budget.maxLLMCostUSD stop "
+            "the org."
+        ),
     )
 
     @model_validator(mode="after")
@@ -157,6 +186,24 @@ class BudgetSpec(_Model):
     maxLLMTokens: int | None = Field(
         default=None, gt=0, description="Stop after this many LLM tokens."
     )
+    maxLLMCostUSD: float | None = Field(
+        default=None,
+        gt=0,
+        description="Stop once the proposer has cost this many USD (needs proposer.pricing).",
+    )
+    maxProposals: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Proposals to ask for at most, rejected ones included (a rejected proposal is not an "
+            "experiment: it trains nothing and does not count against maxExperiments). Unset: "
+            "3 x maxExperiments, so that a model that only sends unusable replies stops."
+        ),
+    )
+
+    @property
+    def proposal_cap(self) -> int:
+        return self.maxProposals if self.maxProposals is not None else 3 * self.maxExperiments
 
 
 class KeepPolicy(_Model):
@@ -290,6 +337,10 @@ class OrgSpec(_Model):
     def _one_program(self) -> OrgSpec:
         if (self.program is None) == (self.programRef is None):
             raise ValueError("set exactly one of spec.program and spec.programRef")
+        if self.budget.maxLLMCostUSD is not None and self.proposer.pricing is None:
+            raise ValueError(
+                "spec.budget.maxLLMCostUSD needs spec.proposer.pricing (USD per million tokens)"
+            )
         return self
 
 
@@ -344,23 +395,29 @@ def _allowed_fields(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def org_from_resource(
-    body: dict[str, Any], base_dir: Path | None = None, where: str = "org"
-) -> Org:
-    """Build an Org from a ResearchOrg body (apiVersion/kind/metadata/spec)."""
+def resource_name(body: Any, kind: str, where: str, error: type[OrgSpecError]) -> str:
+    """The name of a body that is a `kind` of our API (apiVersion and kind may be left out
+    locally); anything else raises `error` naming the field."""
     if not isinstance(body, dict):
-        raise OrgSpecError(f"{where}: expected a mapping, got {type(body).__name__}")
-    kind = body.get("kind", KIND)
-    if kind != KIND:
-        raise OrgSpecError(f"{where}: kind: expected {KIND!r}, got {kind!r}")
+        raise error(f"{where}: expected a mapping, got {type(body).__name__}")
+    if body.get("kind", kind) != kind:
+        raise error(f"{where}: kind: expected {kind!r}, got {body.get('kind')!r}")
     api_version = body.get("apiVersion", f"{API_GROUP}/{API_VERSION}")
     if api_version != f"{API_GROUP}/{API_VERSION}":
-        raise OrgSpecError(
+        raise error(
             f"{where}: apiVersion: expected '{API_GROUP}/{API_VERSION}', got {api_version!r}"
         )
     name = (body.get("metadata") or {}).get("name")
     if not name:
-        raise OrgSpecError(f"{where}: metadata.name: required")
+        raise error(f"{where}: metadata.name: required")
+    return str(name)
+
+
+def org_from_resource(
+    body: dict[str, Any], base_dir: Path | None = None, where: str = "org"
+) -> Org:
+    """Build an Org from a ResearchOrg body (apiVersion/kind/metadata/spec)."""
+    name = resource_name(body, KIND, where, OrgSpecError)
     try:
         org = Org.model_validate({"name": name, "spec": body.get("spec") or {}})
     except ValidationError as err:

@@ -109,7 +109,8 @@ def test_the_promql_reader_finds_metrics_and_skips_everything_else():
 def exported() -> dict[str, set[str]]:
     """Sample name -> label names, from the operator's registry after a few experiments."""
     metrics = OperatorMetrics()
-    base = {"started_at": 1000.0, "finished_at": 1400.0, "usage": TokenUsage(900, 300)}
+    base = {"started_at": 1000.0, "finished_at": 1400.0, "usage": TokenUsage(900, 300),
+            "cost_usd": 0.0054}  # fmt: skip
 
     def result(val_bpb: float, test_bpb: float | None = None) -> TrainResult:
         return TrainResult(status="ok", val_bpb=val_bpb, test_bpb=test_bpb, total_seconds=330.0)
@@ -176,6 +177,7 @@ def test_every_exported_family_has_samples_so_the_comparison_means_something():
                    "autoresearch_running_experiments", "autoresearch_best_val_bpb",
                    "autoresearch_best_test_bpb", "autoresearch_last_val_bpb",
                    "autoresearch_baseline_val_bpb", "autoresearch_llm_tokens_total",
+                   "autoresearch_llm_cost_usd_total",
                    "autoresearch_runs_total", "autoresearch_verification_gpu_seconds_total",
                    "autoresearch_noise_sigma_bpb", "autoresearch_contest_round",
                    "autoresearch_contest_improvement_bpb", "autoresearch_contest_gpu_hours",

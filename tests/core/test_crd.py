@@ -48,6 +48,7 @@ def test_printer_columns_show_what_people_compare():
         "Kept",
         "Running",
         "GPU-hours",
+        "Cost",  # priority 1: USD at spec.proposer.pricing
         "Age",
     ]
 

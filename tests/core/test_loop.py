@@ -31,7 +31,7 @@ from autoresearch_operator.core.records import (
     TrainResult,
 )
 from autoresearch_operator.executor import ExperimentJob
-from autoresearch_operator.spec import org_from_resource
+from autoresearch_operator.spec import OrgSpecError, org_from_resource
 
 BASELINE = "SCORE = 2.0\n"
 
@@ -106,7 +106,7 @@ def make_loop(tmp_path: Path, org, proposer, executor):
 
 
 def test_outcomes_refs_branch_and_journal_agree(tmp_path: Path):
-    org = make_org(6, min_improvement=0.05)
+    org = make_org(5, min_improvement=0.05)  # the rejected proposal is no experiment
     proposer = ScriptedProposer([1.5, 1.7, "garbage", -1, 1.47])
     loop, repo, journal = make_loop(tmp_path, org, proposer, ScriptedExecutor())
     state = loop.run()
@@ -137,7 +137,7 @@ def test_outcomes_refs_branch_and_journal_agree(tmp_path: Path):
 def test_the_test_split_is_scored_for_the_baseline_and_every_candidate_that_could_be_kept(
     tmp_path: Path,
 ):
-    org = make_org(6, min_improvement=0.05)
+    org = make_org(5, min_improvement=0.05)
     executor = ScriptedExecutor()
     loop, _, journal = make_loop(
         tmp_path, org, ScriptedProposer([1.5, 1.7, "garbage", -1, 1.47]), executor
@@ -214,6 +214,71 @@ def test_a_finished_org_does_nothing_more(tmp_path: Path):
     loop2, _, _ = make_loop(tmp_path, org, ScriptedProposer([]), executor)
     loop2.run()
     assert executor.ran == [0, 1] and len(journal.load()) == 2
+
+
+def budgeted_org(budget: dict, proposer: dict | None = None):
+    return org_from_resource({
+        "metadata": {"name": "demo"},
+        "spec": {"program": "minimise SCORE", "budget": budget, "keepPolicy": ONE_RUN_RULE,
+                 "proposer": proposer or {}},
+    })  # fmt: skip
+
+
+def test_a_rejected_proposal_is_no_experiment_and_max_proposals_stops_a_model_that_only_sends_garbage(
+    tmp_path: Path,
+):
+    # rejected proposals train nothing, so they leave maxExperiments alone ...
+    org = budgeted_org({"maxExperiments": 3})
+    loop, repo, journal = make_loop(
+        tmp_path / "a", org, ScriptedProposer(["garbage", 1.9, "garbage", 1.8]), ScriptedExecutor()
+    )
+    state = loop.run()
+    assert [(r.experiment, r.rejected) for r in journal.load()] == [
+        (0, False), (1, True), (2, False), (3, True), (4, False),
+    ]  # fmt: skip
+    assert state.ledger.counts["total"] == 3 and state.ledger.counts["rejected"] == 2
+    assert sorted(repo.tried_experiments("demo")) == [0, 2, 4]
+    # ... and a model that never sends a usable reply stops at 3 x maxExperiments proposals
+    org = budgeted_org({"maxExperiments": 2})
+    loop, _, journal = make_loop(tmp_path / "b", org, ScriptedProposer(["garbage"] * 9),
+                                 ScriptedExecutor())  # fmt: skip
+    state = loop.run()
+    assert len(journal.load()) == 6 and state.ledger.counts["total"] == 1
+    assert budget_exhausted(org, state) == (
+        "made 6 proposals, 5 rejected (budget.maxProposals, 3 x maxExperiments)"
+    )
+    org = budgeted_org({"maxExperiments": 2, "maxProposals": 3})
+    loop, _, journal = make_loop(tmp_path / "c", org, ScriptedProposer(["garbage"] * 9),
+                                 ScriptedExecutor())  # fmt: skip
+    state = loop.run()
+    assert len(journal.load()) == 3
+    assert budget_exhausted(org, state) == "made 3 proposals, 2 rejected (budget.maxProposals)"
+
+
+def test_pricing_turns_tokens_into_dollars_per_experiment_and_max_llm_cost_stops_the_org(
+    tmp_path: Path,
+):
+    # every scripted proposal uses 100 prompt and 20 completion tokens, a rejected one 7 + 3
+    pricing = {"inputPerMillion": 1000.0, "outputPerMillion": 5000.0}
+    org = budgeted_org({"maxExperiments": 10, "maxLLMCostUSD": 0.5}, {"pricing": pricing})
+    loop, _, journal = make_loop(
+        tmp_path, org, ScriptedProposer([1.9, "garbage", 1.8, 1.7, 1.6]), ScriptedExecutor()
+    )
+    state = loop.run()
+    recs = journal.load()
+    assert [r.cost_usd for r in recs] == pytest.approx([0.0, 0.2, 0.022, 0.2, 0.2])
+    assert state.ledger.llm_cost_usd == pytest.approx(0.622)
+    assert budget_exhausted(org, state) == "the proposer cost $0.62 (budget.maxLLMCostUSD)"
+    assert '"cost_usd": 0.2' in (journal.directory / "experiments.jsonl").read_text()
+    # no price, no cost: None, not a misleading $0
+    loop, _, journal = make_loop(tmp_path / "free", make_org(2), ScriptedProposer([1.9]),
+                                 ScriptedExecutor())  # fmt: skip
+    assert loop.run().ledger.llm_cost_usd is None
+
+
+def test_a_cost_cap_without_a_price_is_an_error_naming_both_fields():
+    with pytest.raises(OrgSpecError, match=r"maxLLMCostUSD needs spec\.proposer\.pricing"):
+        budgeted_org({"maxLLMCostUSD": 5})
 
 
 class SlowExecutor(ScriptedExecutor):

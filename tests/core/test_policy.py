@@ -192,7 +192,7 @@ def test_the_ledger_pools_sigma_over_commits_and_leaves_screening_runs_out():
     assert ledger.best.n == 2  # the screening run's 1.80 is not in the best's mean
     assert ledger.baseline.mean == pytest.approx(2.024) and ledger.baseline.n == 5
     assert ledger.counts == {"total": 2, "kept": 2, "discarded": 0, "crashed": 0,
-                             "confirmed": 1, "runs": 8}  # fmt: skip
+                             "rejected": 0, "confirmed": 1, "runs": 8}  # fmt: skip
     assert ledger.gpu_seconds == 80.0 and ledger.verification_gpu_seconds == 40.0
 
 

@@ -77,8 +77,11 @@ def test_llm_org_records_keep_discard_and_every_kind_of_crash(
             "program": "Lower val_bpb. PROGRAM-MARKER",
             "trainer": {"profile": "tiny", "timeBudgetSeconds": 3, "startupSeconds": 20},
             "proposer": {"type": "openai", "model": "fake-model", "baseURL": llm.base_url,
-                         "apiKeyEnv": "TEST_LLM_KEY", "maxRetries": 0},
-            "budget": {"maxExperiments": 6},
+                         "apiKeyEnv": "TEST_LLM_KEY", "maxRetries": 0,
+                         # each reply its own proposal: the garbage one is not repaired
+                         "repairTurns": 0},
+            # five experiments: the rejected proposal is none (it trains nothing)
+            "budget": {"maxExperiments": 5},
             # one run per experiment, so that each reply forces one outcome; the CLI test
             # below runs noise runs and confirmations
             "keepPolicy": {"noiseRuns": 1, "confirmRuns": 0, "screenSigmas": 0},

@@ -41,7 +41,8 @@ def test_metrics_match_the_status_computed_from_the_same_records():
     counts = status["counts"]
     assert outcome_total(metrics, "keep") == counts["kept"]
     assert outcome_total(metrics, "discard") == counts["discarded"]
-    assert outcome_total(metrics, "crash") == counts["crashed"]
+    # a rejected proposal is an experiment crashed with reason invalid-proposal in /metrics
+    assert outcome_total(metrics, "crash") == counts["crashed"] + counts["rejected"]
     assert value(metrics, "autoresearch_running_experiments") == counts["running"]
     assert value(metrics, "autoresearch_best_val_bpb") == status["best"]["valBpb"]
     assert value(metrics, "autoresearch_baseline_val_bpb") == status["baseline"]["valBpb"]

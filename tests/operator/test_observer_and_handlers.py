@@ -95,8 +95,8 @@ def test_parallel_experiments_reported_from_many_threads_add_up():
         t.join()
     publisher.flush()
     assert patches[-1]["counts"] == {
-        "total": 40, "kept": 0, "discarded": 40, "crashed": 0, "running": 0, "confirming": 0,
-        "confirmed": 0, "runs": 40,
+        "total": 40, "kept": 0, "discarded": 40, "crashed": 0, "rejected": 0, "running": 0,
+        "confirming": 0, "confirmed": 0, "runs": 40,
     }  # fmt: skip
     assert sum(1 for e in events if e[1] == "ExperimentStarted") == 40
     labels = {"namespace": "research", "org": "explorer"}

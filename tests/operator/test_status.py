@@ -34,7 +34,7 @@ def test_counts_best_baseline_and_usage_follow_the_journal():
         branch="autoresearch/explorer", observed_generation=3, now=NOW,
     )  # fmt: skip
     assert status["counts"] == {
-        "total": 6, "kept": 2, "discarded": 2, "crashed": 2, "running": 2,
+        "total": 5, "kept": 2, "discarded": 2, "crashed": 1, "rejected": 1, "running": 2,
         "confirming": 0, "confirmed": 0, "runs": 5,  # one run each; the rejected proposal none
     }  # fmt: skip
     assert status["baseline"] == {"valBpb": 1.50, "runs": 1, "commit": f"{0:040x}", "experiment": 0}
@@ -95,8 +95,8 @@ def test_best_and_baseline_are_means_over_their_runs_and_sigma_is_pooled_from_re
     }  # fmt: skip
     assert status["noise"]["runs"] == 8  # baseline 5, experiment 2's commit 3; a lone run is none
     assert status["counts"] == {
-        "total": 3, "kept": 2, "discarded": 1, "crashed": 0, "running": 1, "confirming": 1,
-        "confirmed": 1, "runs": 12,
+        "total": 3, "kept": 2, "discarded": 1, "crashed": 0, "rejected": 0, "running": 1,
+        "confirming": 1, "confirmed": 1, "runs": 12,
     }  # fmt: skip
 
 

@@ -123,12 +123,25 @@ def test_garbage_reply_is_rejected_with_reason_usage_and_raw_reply(
     )
 
     with pytest.raises(ProposalRejected) as caught:
-        proposer_for(fake_openai).propose(ctx)
+        proposer_for(fake_openai, repairTurns=0).propose(ctx)
 
     assert "no SEARCH/REPLACE block" in caught.value.reason
     assert caught.value.usage == TokenUsage(900, 12)
     assert caught.value.raw_reply == "I think a bigger learning rate might help."
-    assert len(fake_openai.requests) == 1  # a bad answer is not retried
+    assert len(fake_openai.requests) == 1  # without repair turns, a bad answer is not retried
+
+
+def test_a_rejected_attempt_is_kept_without_its_reasoning_for_the_next_prompts(
+    fake_openai: FakeOpenAI, ctx: ProposalContext
+) -> None:
+    reply = "<think>\nSECRET-THOUGHT about flash attention\n</think>\nimport flash_attn\n"
+    fake_openai.reply(reply)
+
+    with pytest.raises(ProposalRejected) as caught:
+        proposer_for(fake_openai, repairTurns=0).propose(ctx)
+
+    assert caught.value.raw_reply == reply  # the log keeps everything
+    assert caught.value.attempt == "import flash_attn"
 
 
 def test_candidate_that_does_not_compile_is_rejected(
@@ -137,7 +150,7 @@ def test_candidate_that_does_not_compile_is_rejected(
     fake_openai.reply(GOOD_REPLY.replace("MATRIX_LR = 0.06", "MATRIX_LR = = 0.06"))
 
     with pytest.raises(ProposalRejected, match="does not compile"):
-        proposer_for(fake_openai).propose(ctx)
+        proposer_for(fake_openai, repairTurns=0).propose(ctx)
 
 
 def test_truncated_reply_says_it_hit_max_tokens(
@@ -146,7 +159,16 @@ def test_truncated_reply_says_it_hit_max_tokens(
     fake_openai.reply(GOOD_REPLY.split("=======")[0], finish_reason="length")
 
     with pytest.raises(ProposalRejected, match=r"cut off at maxTokens \(64\)"):
-        proposer_for(fake_openai, maxTokens=64).propose(ctx)
+        proposer_for(fake_openai, maxTokens=64, repairTurns=0).propose(ctx)
+
+
+def test_cut_off_reply_is_rejected_even_when_what_arrived_parses(
+    fake_openai: FakeOpenAI, ctx: ProposalContext
+) -> None:
+    fake_openai.reply(GOOD_REPLY + "\nI also considered", finish_reason="length")
+
+    with pytest.raises(ProposalRejected, match=r"cut off at maxTokens \(900\)"):
+        proposer_for(fake_openai, maxTokens=900, repairTurns=0).propose(ctx)
 
 
 def test_retries_exhausted_is_rejected_naming_the_last_error(
@@ -220,3 +242,13 @@ def test_the_resource_spec_model_keeps_every_camel_case_setting(monkeypatch: pyt
         7,
     )
     assert (settings.max_tokens, settings.api_key_env) == (99, "MY_KEY")
+    assert settings.repair_turns == 1
+    assert ProposerSettings.coerce(ProposerSpec(repairTurns=0)).repair_turns == 0
+
+
+@pytest.mark.parametrize("turns", [-1, 4])
+def test_repair_turns_out_of_range_names_the_setting(turns: int) -> None:
+    from autoresearch_operator.proposers import ProposerSettings
+
+    with pytest.raises(ProposerConfigError, match="proposer.repairTurns"):
+        ProposerSettings.from_mapping({"repairTurns": turns})

@@ -144,12 +144,14 @@ class Ledger:
 
     @cached_property
     def counts(self) -> dict[str, int]:
-        by = {o: sum(1 for r in self.records if r.outcome is o) for o in Outcome}
+        trained = [r for r in self.records if not r.rejected]
+        by = {o: sum(1 for r in trained if r.outcome is o) for o in Outcome}
         return {
-            "total": len(self.records),
+            "total": len(trained),
             "kept": by[Outcome.KEEP],
             "discarded": by[Outcome.DISCARD],
             "crashed": by[Outcome.CRASH],
+            "rejected": len(self.records) - len(trained),
             "confirmed": sum(1 for r in self.records if _confirmed(r)),
             "runs": len(self.runs),
         }
@@ -167,6 +169,12 @@ class Ledger:
     @cached_property
     def llm_tokens(self) -> int:
         return sum(r.usage.total for r in self.records)
+
+    @cached_property
+    def llm_cost_usd(self) -> float | None:
+        """What the proposer cost at proposer.pricing; None when no record has a price."""
+        costs = [r.cost_usd for r in self.records if r.cost_usd is not None]
+        return sum(costs) if costs else None
 
 
 def runs_of_record(rec: ExperimentRecord) -> list[RunRecord]:

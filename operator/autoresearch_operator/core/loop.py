@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 
-from ..spec import Org
+from ..spec import EXPORT_SECONDS, Org, TrainerSpec
 from .gitrepo import CredentialsUnavailable, OrgRepo, PushCredentials, PushError
 from .interfaces import Executor, ExperimentJob, LoopObserver, Proposer, QuietObserver
 from .journal import Journal
@@ -38,6 +38,8 @@ from .records import (
 from .state import Candidate, OrgState, budget_exhausted, reconcile
 
 HISTORY_FOR_PROMPT = 20
+ATTEMPT_LINES = 8  # of a rejected proposal, kept in its record for the next prompts
+ATTEMPT_LINE_CHARS = 200
 PUSH_ATTEMPTS = 3
 PUSH_BACKOFF_SECONDS = 1.0
 _Pending = cf.Future[tuple[str, "Proposal | ProposalRejected", float]]
@@ -51,6 +53,30 @@ __all__ = [
     "budget_exhausted",
     "reconcile",
 ]
+
+
+def trainer_device(trainer: TrainerSpec) -> str:
+    """What the org's runs train on, as far as its spec says before any run: the GPUs its
+    resources ask for and the GPU labels its nodeSelector picks nodes by (which often name the
+    model and its memory). The tiny profile is a small model sized for a CPU."""
+    if trainer.profile == "tiny":
+        return "the tiny profile: a small model sized for a CPU"
+    resources = trainer.resources or {}
+    asked = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
+    gpus = [f"{count} {name}" for name, count in asked.items() if name.endswith("/gpu")]
+    labels = [f"{key}={value}" for key, value in sorted(trainer.nodeSelector.items())
+              if "gpu" in key.lower() or "accelerator" in key.lower()]  # fmt: skip
+    device = " + ".join(gpus) or "no GPU in spec.trainer.resources"
+    if labels:
+        return f"{device}, on nodes labelled {', '.join(labels)}"
+    return f"{device} (the spec names no GPU model or memory)"
+
+
+def attempt_excerpt(attempt: str) -> str:
+    """The first lines of a rejected attempt (the proposer already left out any reasoning):
+    what the next prompts show of it."""
+    lines = attempt.strip().splitlines()[:ATTEMPT_LINES]
+    return "\n".join(line[:ATTEMPT_LINE_CHARS] for line in lines)
 
 
 class BaselineFailed(RuntimeError):
@@ -101,6 +127,7 @@ class ResearchLoop:
         assert state.best_commit is not None
         history = state.records[-HISTORY_FOR_PROMPT:]
         ledger = state.ledger
+        trainer = self.org.spec.trainer
         return ProposalContext(
             org=self.org.name,
             experiment=experiment,
@@ -114,6 +141,11 @@ class ResearchLoop:
                 for r in history
                 if r.outcome is Outcome.CRASH and r.result and r.result.log_tail
             },
+            time_budget_seconds=trainer.timeBudgetSeconds,
+            startup_seconds=trainer.startup_seconds,
+            export_seconds=EXPORT_SECONDS[trainer.profile],
+            device=trainer_device(trainer),
+            best_result=ledger.best_record.result if ledger.best_record else None,
         )
 
     def _propose(
@@ -127,8 +159,11 @@ class ResearchLoop:
         return parent, outcome, time.monotonic() - start
 
     def _prefetch(self, state: OrgState, experiment: int) -> _Pending | None:
-        if state.scheduled >= self.org.spec.budget.maxExperiments or self.repo.tried(
-            self.org.name, experiment
+        budget = self.org.spec.budget
+        if (
+            state.scheduled >= budget.maxExperiments
+            or state.proposals >= budget.proposal_cap
+            or self.repo.tried(self.org.name, experiment)
         ):
             return None
         assert state.best_commit is not None
@@ -343,6 +378,7 @@ class ResearchLoop:
                 proposer=self.proposer.name,
                 started_at=time.time(),
                 finished_at=time.time(),
+                attempt=attempt_excerpt(proposal.attempt),
             )
         train_py = proposal.train_py
         if parent != state.best_commit:  # the best moved while this was being proposed
@@ -355,6 +391,9 @@ class ResearchLoop:
     def _record(self, state: OrgState, rec: ExperimentRecord) -> None:
         """Journal first (fsynced), then move the branch: a kill in between is repaired by reconcile."""
         rec.decision = len(state.records)
+        pricing = self.org.spec.proposer.pricing
+        if pricing is not None and rec.cost_usd is None:
+            rec.cost_usd = pricing.cost(rec.usage.prompt_tokens, rec.usage.completion_tokens)
         self.journal.append(rec)
         state.records.append(rec)
         if rec.outcome is Outcome.KEEP and rec.commit:

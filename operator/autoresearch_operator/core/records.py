@@ -157,11 +157,19 @@ class Proposal:
 class ProposalRejected(Exception):
     """The proposer could not produce a valid candidate; `reason` says why in one sentence."""
 
-    def __init__(self, reason: str, usage: TokenUsage | None = None, raw_reply: str = ""):
+    def __init__(
+        self,
+        reason: str,
+        usage: TokenUsage | None = None,
+        raw_reply: str = "",
+        attempt: str | None = None,
+    ):
         super().__init__(reason)
         self.reason = reason
         self.usage = usage or TokenUsage()
         self.raw_reply = raw_reply
+        # what it tried, as the next prompt may show it: the reply without its reasoning
+        self.attempt = raw_reply if attempt is None else attempt
 
 
 @dataclass
@@ -180,12 +188,19 @@ class ExperimentRecord:
     best_val_bpb: float | None = None  # the org's best (a mean over its runs) after this decision
     result: TrainResult | None = None  # the screening run's (the baseline's first run's)
     usage: TokenUsage = field(default_factory=TokenUsage)
+    cost_usd: float | None = None  # the usage at proposer.pricing; None without a price
     proposer: str = ""
     started_at: float | None = None  # unix seconds
     finished_at: float | None = None  # when it was decided
     p_value: float | None = None  # of the confirmation test, when there was one
     decision: int | None = None  # 0, 1, 2, ... in the order experiments were decided
+    attempt: str = ""  # a rejected proposal: the first lines of what the proposer sent
     runs: list[RunRecord] = field(default_factory=list)  # journaled apart; attached on load
+
+    @property
+    def rejected(self) -> bool:
+        """A proposal that never became a candidate: no experiment, no GPU time."""
+        return self.outcome is Outcome.CRASH and self.reason == CrashReason.INVALID_PROPOSAL
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -216,3 +231,9 @@ class ProposalContext:
     noise_sigma: float | None = None  # the org's measured noise floor, once known
     history: list[ExperimentRecord] = field(default_factory=list)  # recent, oldest first
     log_tails: dict[int, str] = field(default_factory=dict)  # experiment -> crash log tail
+    time_budget_seconds: int | None = None  # spec.trainer.timeBudgetSeconds
+    startup_seconds: int | None = None  # the start-up allowance before the budget
+    export_seconds: int | None = None  # after start-up + budget, to save the model
+    device: str = ""  # what the trainer runs on, as far as the spec says before any run
+    best_result: TrainResult | None = None  # a run of the best: its steps, tokens/s, memory
+    packages: tuple[str, ...] = ()  # what train.py may import besides the standard library

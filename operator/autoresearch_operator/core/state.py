@@ -64,7 +64,14 @@ class OrgState:
 
     @property
     def scheduled(self) -> int:
-        """Experiments (candidates) decided or under way: what budget.maxExperiments counts."""
+        """Experiments (candidates) decided or under way: what budget.maxExperiments counts.
+        A rejected proposal is none: it never became a candidate."""
+        rejected = {r.experiment for r in self.records if r.rejected}
+        return len((self.recorded - rejected) | set(self.open))
+
+    @property
+    def proposals(self) -> int:
+        """Proposals made (the baseline included), rejected ones too: budget.maxProposals."""
         return len(self.recorded | set(self.open))
 
     @property
@@ -95,6 +102,17 @@ def budget_exhausted(org: Org, state: OrgState) -> str | None:
         return f"used {used / 3600:.2f} GPU-hours (budget.maxGPUHours)"
     if budget.maxLLMTokens is not None and state.llm_tokens >= budget.maxLLMTokens:
         return f"used {state.llm_tokens} LLM tokens (budget.maxLLMTokens)"
+    cost = state.ledger.llm_cost_usd
+    if budget.maxLLMCostUSD is not None and cost is not None and cost >= budget.maxLLMCostUSD:
+        return f"the proposer cost ${cost:.2f} (budget.maxLLMCostUSD)"
+    if state.proposals >= budget.proposal_cap:
+        rejected = state.ledger.counts["rejected"]
+        field = (
+            "maxProposals"
+            if budget.maxProposals is not None
+            else "maxProposals, 3 x maxExperiments"
+        )
+        return f"made {state.proposals} proposals, {rejected} rejected (budget.{field})"
     return None
 
 

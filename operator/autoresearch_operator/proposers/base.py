@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from autoresearch_operator.proposers.openai_proposer import Backoff
 
 PROPOSER_TYPES = ("openai", "mutate")
+MAX_REPAIR_TURNS = 3  # each turn resends the whole conversation: more costs more than it saves
 
 
 class ProposerConfigError(ValueError):
@@ -30,15 +31,11 @@ _CAMEL_TO_SNAKE = {
     "maxTokens": "max_tokens",
     "timeoutSeconds": "timeout_seconds",
     "maxRetries": "max_retries",
+    "repairTurns": "repair_turns",
     "seed": "seed",
 }
-# apiKeySecretRef: mounted as the apiKeyEnv variable in-cluster; prices: read by the ledger's cost
-_IGNORED = {
-    "apiKeySecretRef",
-    "api_key_secret_ref",
-    "promptPricePerMillion",
-    "completionPricePerMillion",
-}
+# apiKeySecretRef: mounted as the apiKeyEnv variable in-cluster; pricing: read by the loop
+_IGNORED = {"apiKeySecretRef", "api_key_secret_ref", "pricing"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +50,7 @@ class ProposerSettings:
     max_tokens: int | None = None
     timeout_seconds: float = 120.0
     max_retries: int = 4
+    repair_turns: int = 1  # an unusable reply is sent back with its problem this many times
     seed: int = 0
 
     @classmethod
@@ -100,6 +98,10 @@ class ProposerSettings:
             raise ProposerConfigError("proposer.timeoutSeconds must be positive")
         if self.max_retries < 0:
             raise ProposerConfigError("proposer.maxRetries must be zero or more")
+        if not 0 <= self.repair_turns <= MAX_REPAIR_TURNS:
+            raise ProposerConfigError(
+                f"proposer.repairTurns must be between 0 and {MAX_REPAIR_TURNS}"
+            )
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ProposerConfigError("proposer.maxTokens must be positive")
         if not self.api_key_env:

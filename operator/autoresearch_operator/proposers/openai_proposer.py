@@ -19,6 +19,7 @@ import openai
 from openai import OpenAI
 
 from autoresearch_operator.candidate import CandidateError, parse_reply, validate_candidate
+from autoresearch_operator.candidate_formats import final_answer
 from autoresearch_operator.core.records import (
     Proposal,
     ProposalContext,
@@ -97,18 +98,52 @@ class OpenAIProposer:
         )
 
     def propose(self, ctx: ProposalContext) -> Proposal:
-        reply, finish_reason, usage = self.complete(build_messages(ctx))
-        try:
-            description, train_py = parse_reply(reply, ctx.best_train_py)
-            validate_candidate(train_py, ctx.best_train_py)
-        except CandidateError as error:
-            reason = error.reason
-            if finish_reason == "length":
-                reason = (
-                    f"the reply was cut off at maxTokens ({self.settings.max_tokens}); {reason}"
-                )
-            raise ProposalRejected(reason, usage, reply) from error
-        return Proposal(description=description, train_py=train_py, usage=usage)
+        """Ask for a change; a reply that cannot be used is sent back with the reason, as aider
+        does, up to proposer.repairTurns times. Every turn's tokens are counted."""
+        messages = build_messages(ctx)
+        usage = TokenUsage()
+        reply = reason = ""
+        for turn in range(self.settings.repair_turns + 1):
+            try:
+                reply, finish_reason, turn_usage = self.complete(messages)
+            except ProposalRejected as error:
+                if turn == 0:
+                    raise
+                raise ProposalRejected(
+                    f"{reason}; the repair turn got no reply ({error.reason})",
+                    usage + error.usage,
+                    reply,
+                    attempt=shown_attempt(reply),
+                ) from error
+            usage += turn_usage
+            try:
+                description, train_py = self._candidate(reply, finish_reason, ctx.best_train_py)
+            except CandidateError as error:
+                reason = error.reason
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": repair_request(reason)},
+                ]
+                continue
+            return Proposal(description=description, train_py=train_py, usage=usage)
+        raise ProposalRejected(
+            _after_repairs(reason, turn), usage, reply, attempt=shown_attempt(reply)
+        )
+
+    def _candidate(self, reply: str, finish_reason: str | None, best: str) -> tuple[str, str]:
+        """(description, train.py) from one reply; a reply cut off at the token limit never
+        counts, even when what arrived happens to parse."""
+        if finish_reason == "length":
+            tokens = self.settings.max_tokens
+            limit = f"maxTokens ({tokens})" if tokens else "the server's token limit"
+            raise CandidateError(
+                f"the reply was cut off at {limit} before it ended; send a shorter answer: "
+                "only the SEARCH/REPLACE blocks that change train.py"
+            )
+        description, train_py = parse_reply(reply, best)
+        validate_candidate(train_py, best)
+        return description, train_py
 
     def complete(self, messages: list[dict[str, str]]) -> tuple[str, str | None, TokenUsage]:
         """The reply text, its finish reason and the tokens spent, retrying transient failures."""
@@ -165,6 +200,31 @@ class OpenAIProposer:
         raise ProposalRejected(
             f"the model API failed {attempts} times; last error: {last_error}", usage
         )
+
+
+def repair_request(reason: str) -> str:
+    """The user turn that sends an unusable reply's problem back to the model."""
+    return (
+        f"Your reply could not be used: {reason}.\n\n"
+        "Send the corrected change for the current train.py in the requested format: the "
+        "HYPOTHESIS line, then SEARCH/REPLACE blocks whose SEARCH lines are copied exactly from "
+        "the current train.py (or the complete new train.py in one ```python fence)."
+    )
+
+
+def shown_attempt(reply: str) -> str:
+    """The reply as the next prompts show a rejected attempt: its answer, not its reasoning (a
+    reply that is all reasoning is shown as it is, its start being all it tried)."""
+    try:
+        return final_answer(reply).strip()
+    except CandidateError:
+        return reply.strip()
+
+
+def _after_repairs(reason: str, repairs: int) -> str:
+    if repairs == 0:
+        return reason
+    return f"{reason} (still so after {repairs} repair turn{'s' if repairs > 1 else ''})"
 
 
 def _message(error: openai.APIError) -> str:

@@ -1,6 +1,9 @@
-"""The chat messages an LLM proposer sends: pure functions of the ProposalContext."""
+"""The chat messages an LLM proposer sends: functions of the ProposalContext (docs/proposers.md
+shows them section by section, with a full example)."""
 
 from __future__ import annotations
+
+import re
 
 from autoresearch_operator.core.program import (
     ProgramError,
@@ -8,11 +11,14 @@ from autoresearch_operator.core.program import (
     front_matter_yaml,
     parse_program,
 )
-from autoresearch_operator.core.records import ExperimentRecord, ProposalContext
+from autoresearch_operator.core.records import ExperimentRecord, ProposalContext, TrainResult
+from autoresearch_operator.trainer_modules import trainer_packages
 
 MAX_HISTORY = 30
 MAX_LOG_TAILS = 3
-MAX_LOG_CHARS = 2_000
+MAX_LOG_LINES = 20  # of a crash log: the end says why; the start is mostly progress lines
+MAX_LOG_CHARS = 1_500
+MAX_REJECTED = 3  # rejected proposals shown with the first lines of what was sent
 MAX_HISTORY_DESCRIPTION = 160
 
 SYSTEM_PROMPT = """\
@@ -41,10 +47,12 @@ Rules:
   to make the match unique.
 - You may use several SEARCH/REPLACE blocks; they are applied in order.
 - Instead of blocks you may send the complete new train.py in a single ```python fence.
-- train.py must stay valid Python that runs on its own. Do not change how the data is loaded,
-  how val_bpb is evaluated, or the summary block printed at the end: the harness rejects runs
-  that do.
-- Watch the time budget and memory: a run that is too slow or runs out of memory crashes.
+- Only train.py changes: prepare.py, the harness, the data and the installed packages are
+  fixed. train.py must stay valid Python that runs on its own. Do not change how the data is
+  loaded or how the model is exported for evaluation, and never print a score: the harness
+  measures val_bpb itself and rejects runs that try.
+- Fit the time budget and the device's memory given under "Training setup": a run that has not
+  exported its model by its deadline, or that runs out of memory, crashes and costs a whole run.
 """
 
 
@@ -78,26 +86,99 @@ def build_user_prompt(
     max_log_chars: int = MAX_LOG_CHARS,
 ) -> str:
     best = f"{ctx.best_val_bpb:.6f}" if ctx.best_val_bpb is not None else "not measured yet"
-    if ctx.best_val_bpb is not None and ctx.noise_sigma is not None:
-        best += (
-            f", mean of its runs; the same code varies by sigma {ctx.noise_sigma:.4f} between "
-            "runs, so only a change that beats it by more than that can be confirmed and kept"
-        )
+    history = ctx.history[-max_history:]
     sections = [
         *program_sections(ctx.program),
-        f"# Current best train.py (val_bpb {best})\n\n```python\n{ctx.best_train_py.rstrip()}\n```",
-        "# Recent experiments (oldest first)\n\n" + format_history(ctx.history[-max_history:]),
+        format_setup(ctx),
+        format_best(ctx, best),
+        "# Recent experiments (oldest first)\n\n" + format_history(history),
     ]
     tails = sorted(ctx.log_tails.items())[-max_log_tails:] if max_log_tails > 0 else []
     if tails:
         sections.append(
             "# Logs of recent crashes (last lines)\n\n" + _format_tails(tails, max_log_chars)
         )
+    rejected = [r for r in history if r.rejected and r.attempt][-MAX_REJECTED:]
+    if rejected:
+        sections.append(
+            "# Recent rejected proposals (the first lines of each reply)\n\n"
+            + "\n\n".join(f"## Experiment {r.experiment}\n\n{_block(r.attempt)}" for r in rejected)
+        )
     sections.append(
         f"# Your task\n\nPropose experiment {ctx.experiment}. The best val_bpb to beat is {best}. "
         "Start with the HYPOTHESIS line, then the SEARCH/REPLACE blocks."
     )
     return "\n\n".join(sections) + "\n"
+
+
+def format_setup(ctx: ProposalContext) -> str:
+    """The budget, the device and what may be imported: what a change must fit."""
+    lines = []
+    if ctx.time_budget_seconds is not None:
+        if ctx.startup_seconds is not None:
+            time = (
+                f"{ctx.startup_seconds} s of start-up (imports, torch.compile, warm-up) plus a "
+                f"{ctx.time_budget_seconds} s training budget, both counted from its start; "
+                "prepare.time_left() counts down to their end"
+            )
+        else:
+            time = f"a {ctx.time_budget_seconds} s training budget"
+        lines.append(f"- Time: train.py gets {time}.")
+        if ctx.export_seconds is not None:
+            lines[-1] += (
+                f" {ctx.export_seconds} s later the harness kills it (a timeout crash), so the "
+                "model must be exported by then."
+            )
+    if ctx.device:
+        lines.append(f"- Device: {ctx.device}.")
+    packages = ctx.packages or trainer_packages()
+    lines.append(
+        f"- Imports: the standard library and {', '.join(packages)}; nothing else is installed."
+    )
+    return "# Training setup\n\n" + "\n".join(lines)
+
+
+def format_best(ctx: ProposalContext, best: str) -> str:
+    """The best train.py under its score, the noise floor and what its run reported."""
+    notes = []
+    if ctx.best_val_bpb is not None and ctx.noise_sigma is not None:
+        notes.append(
+            f"Its val_bpb is the mean of its runs; the same code varies by sigma "
+            f"{ctx.noise_sigma:.4f} between runs, so only a change that beats it by more than "
+            "that can be confirmed and kept."
+        )
+    if ctx.best_result is not None and (run := format_run(ctx.best_result)):
+        notes.append(run)
+    head = f"# Current best train.py (val_bpb {best})\n\n"
+    return head + "".join(f"{note}\n\n" for note in notes) + _block(ctx.best_train_py, "python")
+
+
+def format_run(result: TrainResult) -> str:
+    """Steps, tokens, throughput, memory and MFU of a run, as train.py reported them itself,
+    and the parameters the harness counted; "" when the run reported none of them."""
+    claims = []
+    if result.num_steps is not None:
+        claims.append(f"{result.num_steps:,} steps")
+    if result.total_tokens_M is not None:
+        claims.append(f"{_count(result.total_tokens_M * 1e6)} tokens")
+    if result.tokens_per_second is not None:
+        claims.append(f"{_count(result.tokens_per_second)} tokens/s")
+    if result.peak_vram_mb is not None:
+        claims.append(f"peak memory {result.peak_vram_mb / 1024:.1f} GiB")
+    if result.mfu_percent is not None:
+        claims.append(f"MFU {result.mfu_percent:.1f}%")
+    text = f"Its run, as train.py reported it: {', '.join(claims)}." if claims else ""
+    if result.num_params_M is not None and text:
+        text += f" The harness counted {result.num_params_M:.1f}M parameters."
+    return text
+
+
+def _count(n: float) -> str:
+    """1.52M, 579M, 12.3k, 950: three significant digits, or the whole number above 100M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:,.0f}{suffix}" if n >= 100 * scale else f"{n / scale:.3g}{suffix}"
+    return f"{n:.3g}"
 
 
 def program_sections(program: str) -> list[str]:
@@ -127,11 +208,16 @@ def format_strategy(strategy: Strategy) -> str:
 
 
 def format_history(history: list[ExperimentRecord]) -> str:
-    """One line per experiment: number, outcome, val_bpb, description, and why it crashed."""
+    """One line per experiment: number, outcome, val_bpb, description, and why it crashed;
+    for a rejected proposal, only why."""
     if not history:
         return "None yet: this is the first experiment."
     lines = []
     for record in history:
+        if record.rejected:
+            lines.append(f"- #{record.experiment} rejected before training: "
+                         f"{_short(record.detail or 'no reason given')}")  # fmt: skip
+            continue
         bpb = f"{record.val_bpb:.6f}" if record.val_bpb is not None else "-"
         line = f"- #{record.experiment} {record.outcome.value} val_bpb={bpb}: {_short(record.description)}"
         why = "; ".join(part for part in (record.reason, record.detail) if part)
@@ -144,11 +230,21 @@ def format_history(history: list[ExperimentRecord]) -> str:
 def _format_tails(tails: list[tuple[int, str]], max_chars: int) -> str:
     blocks = []
     for experiment, tail in tails:
-        text = tail.rstrip()
-        if len(text) > max_chars:
-            text = "..." + text[-max_chars:]
-        blocks.append(f"## Experiment {experiment}\n\n```\n{text}\n```")
+        lines = tail.rstrip().splitlines()
+        text = "\n".join(lines[-MAX_LOG_LINES:])
+        if len(text) > max_chars:  # from the first whole line within the limit, if any
+            text = text[-max_chars:]
+            text = "...\n" + text.split("\n", 1)[1] if "\n" in text else "..." + text
+        elif len(lines) > MAX_LOG_LINES:
+            text = "...\n" + text
+        blocks.append(f"## Experiment {experiment}\n\n{_block(text)}")
     return "\n\n".join(blocks)
+
+
+def _block(text: str, language: str = "") -> str:
+    """`text` in a code fence longer than any run of backticks inside it."""
+    fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`{3,}", text))])
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"
 
 
 def _short(text: str, limit: int = MAX_HISTORY_DESCRIPTION) -> str:
