@@ -10,6 +10,7 @@ next round's program.md files.
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,12 @@ from autoresearch_operator.core.contest import (
 from autoresearch_operator.core.gitrepo import OrgRepo
 from autoresearch_operator.core.journal import Journal
 from autoresearch_operator.core.loop import ResearchLoop
-from autoresearch_operator.core.meta import EvolveMetaProposer, MetaContext, parse_meta_reply
+from autoresearch_operator.core.meta import (
+    EvolveMetaProposer,
+    MetaContext,
+    crossover,
+    parse_meta_reply,
+)
 from autoresearch_operator.core.program import parse_program
 from autoresearch_operator.core.records import (
     ExperimentRecord,
@@ -294,3 +300,16 @@ def test_evolve_is_deterministic():
     ctx = _meta_ctx(Path("."))
     assert EvolveMetaProposer(3).next_programs(ctx) == EvolveMetaProposer(3).next_programs(ctx)
     assert EvolveMetaProposer(3).next_programs(ctx) != EvolveMetaProposer(4).next_programs(ctx)
+
+
+def test_a_child_takes_explore_and_avoid_from_one_parent_so_they_never_cancel_out():
+    # one parent explores the learning rates only, the other avoids them: mixing the two fields
+    # left a child with no knob to change (found by the local contest once rejected proposals
+    # stopped counting as experiments)
+    lr = parse_program("---\nexplore: ['*_LR']\nstep: 2\n---\nx\n").strategy
+    no_lr = parse_program("---\navoid: ['*_LR']\nchanges: 2\n---\ny\n").strategy
+    pairs = set()
+    for seed in range(200):
+        child = crossover(lr, no_lr, random.Random(seed))
+        pairs.add((child.explore, child.avoid))
+    assert pairs == {(lr.explore, lr.avoid), (no_lr.explore, no_lr.avoid)}

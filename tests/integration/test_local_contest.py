@@ -70,7 +70,10 @@ def test_two_mutate_entrants_with_different_front_matter_play_two_rounds_on_the_
         for entrant in PROGRAMS:
             org = f"cpu-cup-r{rec.round}-{entrant}"
             records = Journal(workdir / "orgs" / org).load()
-            assert [r.experiment for r in records] == list(range(EXPERIMENTS)), org
+            # every proposal became an experiment: no program left its proposer nothing to do
+            assert [(r.experiment, r.rejected) for r in records] == [
+                (n, False) for n in range(EXPERIMENTS)
+            ], (org, [r.detail for r in records])
             assert len(records[0].runs) == 2  # the noise runs of the start
             baseline = repo.repo.commit(repo.tried(org, 0))
             assert baseline.parents[0].hexsha == rec.start_commit

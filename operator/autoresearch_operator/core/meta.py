@@ -93,11 +93,20 @@ def _nudge(s: Strategy, rng: random.Random) -> tuple[Strategy, str]:
     return s.model_copy(update={"step": step}), f"step {s.step:g} -> {step:g}"
 
 
+# Fields inherited together: one parent's explore with the other's avoid can cancel out
+# (explore ['*_LR'] x avoid ['*_LR'] leaves no knob), so they come from the same parent.
+LINKED = (("explore", "avoid"),)
+
+
 def crossover(a: Strategy, b: Strategy, rng: random.Random) -> Strategy:
+    """Each field (each linked group of fields) from one parent or the other."""
     fields_a, fields_b = a.model_dump(), b.model_dump()
-    return Strategy.model_validate(
-        {k: fields_a[k] if rng.random() < 0.5 else fields_b[k] for k in fields_a}
-    )
+    groups = [*LINKED, *((k,) for k in fields_a if not any(k in g for g in LINKED))]
+    child = {}
+    for group in groups:
+        parent = fields_a if rng.random() < 0.5 else fields_b
+        child.update({k: parent[k] for k in group})
+    return Strategy.model_validate(child)
 
 
 def evolve(ctx: MetaContext) -> NextPrograms:
