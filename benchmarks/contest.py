@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             "one contest and one seed; three entrants; the tiny CPU model trained for seconds, "
             "not the GPU setting; an entrant's best is the commit it kept last, whose "
             "confirmation runs also decided the keep, so its gain leans optimistic; an entrant "
-            "that kept nothing has its own baseline runs as its best, so its gain is run-to-run "
-            "noise around 0; GPU-hours here are CPU wall hours of the harness."
+            "that kept nothing is at the start (gain exactly 0); GPU-hours here are CPU wall "
+            "hours of the harness."
         ),
         "wall_seconds": time.monotonic() - started,
     }
