@@ -70,17 +70,13 @@ class OrgState:
         return len((self.recorded - rejected) | set(self.open))
 
     @property
-    def proposals(self) -> int:
-        """Proposals made (the baseline included), rejected ones too: budget.maxProposals."""
-        return len(self.recorded | set(self.open))
-
-    @property
     def gpu_seconds(self) -> float:
         return self.ledger.gpu_seconds
 
     @property
-    def llm_tokens(self) -> int:
-        return self.ledger.llm_tokens
+    def proposals(self) -> int:
+        """Proposals made (the baseline included), rejected ones too: budget.maxProposals."""
+        return len(self.recorded | set(self.open))
 
 
 def budget_exhausted(org: Org, state: OrgState) -> str | None:
@@ -96,17 +92,18 @@ def budget_exhausted(org: Org, state: OrgState) -> str | None:
     budget = org.spec.budget
     if state.scheduled >= budget.maxExperiments:
         return f"ran {budget.maxExperiments} experiments (budget.maxExperiments)"
-    used = state.gpu_seconds
+    ledger = state.ledger  # one pass over the records for every limit below
+    used = ledger.gpu_seconds
     committed = used + len(state.running) * org.spec.trainer.window_seconds
     if budget.maxGPUHours is not None and committed >= budget.maxGPUHours * 3600:
         return f"used {used / 3600:.2f} GPU-hours (budget.maxGPUHours)"
-    if budget.maxLLMTokens is not None and state.llm_tokens >= budget.maxLLMTokens:
-        return f"used {state.llm_tokens} LLM tokens (budget.maxLLMTokens)"
-    cost = state.ledger.llm_cost_usd
+    if budget.maxLLMTokens is not None and ledger.llm_tokens >= budget.maxLLMTokens:
+        return f"used {ledger.llm_tokens} LLM tokens (budget.maxLLMTokens)"
+    cost = ledger.llm_cost_usd
     if budget.maxLLMCostUSD is not None and cost is not None and cost >= budget.maxLLMCostUSD:
         return f"the proposer cost ${cost:.2f} (budget.maxLLMCostUSD)"
     if state.proposals >= budget.proposal_cap:
-        rejected = state.ledger.counts["rejected"]
+        rejected = ledger.counts["rejected"]
         field = (
             "maxProposals"
             if budget.maxProposals is not None
