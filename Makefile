@@ -10,7 +10,7 @@ CORPUS ?= $(SHARED)/data/tinyshakespeare.txt
 RUNS ?= runs
 EXAMPLE ?= program-examples/baseline/org.yaml
 
-.PHONY: help venv sandbox-tools prometheus run contest test test-fast lint bench bench-integrity bench-proposer bench-contest gpu-check bench-operator bench-scale e2e docs image clean
+.PHONY: help venv sandbox-tools prometheus scanners run contest test test-fast lint bench bench-integrity bench-proposer bench-contest gpu-check bench-operator bench-scale e2e docs image clean
 
 help: ## List every target with what it does
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -49,6 +49,11 @@ $(PROMETHEUS):
 	@dpkg-deb -x $(PROMETHEUS_DIR)/deb/prometheus_*.deb $(PROMETHEUS_DIR)
 	@$(PROMETHEUS) --version | head -1
 
+# checkov (own venv) and kube-score (built from its Go module), pinned in the script, cached in
+# ~/.cache/autoresearch-operator: tests/chart/test_security_scan.py scans what the operator deploys.
+scanners: ## Install the security scanners checkov and kube-score into ~/.cache (the scan test runs them)
+	@PYTHON=$(PYTHON) hack/scanners.sh
+
 run: venv sandbox-tools ## Run an example org locally on the CPU (mutate proposer unless OPENAI_API_KEY is set)
 	$(VENV)/bin/autoresearch run $(EXAMPLE) --workdir $(RUNS) --corpus $(CORPUS) --quick --proposer auto
 	$(VENV)/bin/autoresearch compare --workdir $(RUNS)
@@ -58,7 +63,7 @@ contest: venv sandbox-tools ## Run the example contest locally on the CPU: four 
 	$(VENV)/bin/autoresearch contest program-examples/contest.yaml --workdir $(RUNS) --corpus $(CORPUS) --quick --time-budget 5 --proposer auto
 	$(VENV)/bin/autoresearch plot --contest contest --workdir $(RUNS) --output $(RUNS)/contest.png
 
-test: venv sandbox-tools prometheus ## Run every test: unit, trainer on the CPU, loop integration, cluster, Prometheus
+test: venv sandbox-tools prometheus scanners ## Run every test: unit, trainer on the CPU, loop integration, cluster, Prometheus, security scans
 	$(VENV)/bin/pytest
 
 test-fast: venv ## Run the tests that take seconds (no training, no cluster)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from .spec import (
     _Model,
     format_errors,
     resource_name,
+    with_defaults,
 )
 
 CONTEST_KIND = "ResearchContest"
@@ -181,10 +183,25 @@ def org_name(contest: str, round: int, entrant: str) -> str:
     return f"{contest}-r{round}-{entrant}"
 
 
-def contest_from_resource(body: dict[str, Any], where: str = "contest") -> Contest:
+def contest_from_resource(
+    body: dict[str, Any], where: str = "contest", defaults: Mapping[str, Any] | None = None
+) -> Contest:
+    """`defaults` (the operator's AUTORESEARCH_ORG_DEFAULTS) fill in what the terms and each
+    entrant's proposer omit, as they would for an org of its own."""
     name = resource_name(body, CONTEST_KIND, where, ContestSpecError)
+    spec = dict(body.get("spec") or {})
+    if defaults:
+        terms = {k: v for k, v in defaults.items() if k in TermsSpec.model_fields}
+        spec["terms"] = with_defaults(spec.get("terms") or {}, terms)
+        if isinstance(spec.get("entrants"), list) and "proposer" in defaults:
+            spec["entrants"] = [
+                {**e, "proposer": with_defaults(e.get("proposer") or {}, defaults["proposer"])}
+                if isinstance(e, dict)
+                else e
+                for e in spec["entrants"]
+            ]
     try:
-        return Contest.model_validate({"name": name, "spec": body.get("spec") or {}})
+        return Contest.model_validate({"name": name, "spec": spec})
     except ValidationError as err:
         raise ContestSpecError(format_errors(err, where, CONTEST_KIND, Contest)) from None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .spec import API_GROUP, API_VERSION, KIND, OrgSpec
+from .spec import API_GROUP, API_VERSION, KIND, OPERATOR_DEFAULT, OrgSpec
 
 PLURAL = "researchorgs"
 SINGULAR = "researchorg"
@@ -24,6 +24,13 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """Turn a pydantic JSON schema node into a Kubernetes structural schema node."""
     node = copy.deepcopy(node)
     description = node.pop("description", None)
+    chart_value = node.pop(OPERATOR_DEFAULT, None)
+    if chart_value is not None:  # left absent by the API server: the operator fills it in
+        fallback = node.pop("default", None)
+        description = (
+            f"{description or ''} Unset: the operator's default (chart value {chart_value})"
+            + (f", else {fallback}." if fallback is not None else ", else none.")
+        )
     if "$ref" in node:
         node = {**copy.deepcopy(defs[node.pop("$ref").split("/")[-1]]), **node}
     if "anyOf" in node:  # Optional[X]: the API server's "absent" is our None
@@ -75,8 +82,6 @@ def spec_schema() -> dict[str, Any]:
     schema["x-kubernetes-validations"] = [
         {"rule": "has(self.program) != has(self.programRef)",
          "message": "set exactly one of spec.program and spec.programRef"},
-        {"rule": "!has(self.proposer) || !has(self.proposer.type) || self.proposer.type != 'openai' || has(self.proposer.model)",
-         "message": "spec.proposer.model is required when spec.proposer.type is 'openai'"},
         {"rule": "!has(self.budget) || !has(self.budget.maxLLMCostUSD) || (has(self.proposer) && has(self.proposer.pricing))",
          "message": "spec.budget.maxLLMCostUSD needs spec.proposer.pricing (USD per million tokens)"},
     ]  # fmt: skip

@@ -291,14 +291,21 @@ class OperatorMetrics:
 
 class Heartbeat:
     """Liveness: the operator's event loop calls `beat()` every few seconds; if it stops (a
-    wedged loop, a dead reactor), /healthz starts failing and the kubelet restarts the pod."""
+    wedged loop, a dead reactor), /healthz starts failing and the kubelet restarts the pod.
+    Readiness: /readyz answers 200 only once kopf has started (its startup handler beats first)
+    and while the beat is fresh."""
 
     def __init__(self, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.max_age, self._clock = max_age, clock
         self._last = clock()
+        self.started = False
 
     def beat(self) -> None:
         self._last = self._clock()
+        self.started = True
+
+    def ready(self) -> bool:
+        return self.started and self.alive()
 
     def age(self) -> float:
         return self._clock() - self._last
@@ -313,13 +320,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def wsgi_app(metrics: OperatorMetrics, heartbeat: Heartbeat) -> Callable[..., Any]:
-    """/healthz for the liveness probe, everything else is the Prometheus exposition."""
+    """/healthz for the liveness probe, /readyz for readiness, everything else is the
+    Prometheus exposition."""
     prometheus = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz":
-            ok = heartbeat.alive()
-            body = f"{'ok' if ok else 'stale'}: last heartbeat {heartbeat.age():.0f}s ago\n"
+        path = environ.get("PATH_INFO")
+        if path in ("/healthz", "/readyz"):
+            ok = heartbeat.alive() if path == "/healthz" else heartbeat.ready()
+            state = "ok" if ok else "stale" if heartbeat.started else "starting"
+            body = f"{state}: last heartbeat {heartbeat.age():.0f}s ago\n"
             start_response(
                 "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
             )
@@ -332,7 +342,7 @@ def wsgi_app(metrics: OperatorMetrics, heartbeat: Heartbeat) -> Callable[..., An
 def serve(
     metrics: OperatorMetrics, heartbeat: Heartbeat, port: int, host: str = "0.0.0.0"
 ) -> ThreadingWSGIServer:
-    """Serve /metrics and /healthz on `port` from a daemon thread; `.shutdown()` stops it."""
+    """Serve /metrics, /healthz and /readyz on `port` from a daemon thread; `.shutdown()` stops it."""
     server = make_server(
         host, port, wsgi_app(metrics, heartbeat), ThreadingWSGIServer, handler_class=_QuietHandler
     )

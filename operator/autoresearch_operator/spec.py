@@ -6,7 +6,9 @@ fails with an error that names the bad field and what is allowed there.
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +26,20 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 EXPORT_SECONDS = {"full": 20, "tiny": 10}  # after start-up + budget: save the weights
 EVALUATION_SECONDS = {"full": 600, "tiny": 120}  # the harness's own scoring, after the child
 STARTUP_SECONDS = {"full": 120, "tiny": 10}  # trainer.startupSeconds when unset
+
+
+# A field the operator fills from its own configuration (AUTORESEARCH_ORG_DEFAULTS, i.e. the
+# chart's values) when an org omits it: the CRD gives it no default of its own, so the API server
+# leaves it absent and the operator can tell "omitted" from "set". Value: the chart value.
+OPERATOR_DEFAULT = "x-operator-default"
+# Taken whole from the org when it sets them: an org's own `resources` is not mixed with the
+# default's (a request of its own beside a smaller default limit would be refused).
+WHOLE_FIELDS = {"resources", "nodeSelector", "tolerations", "pricing", "apiKeySecretRef"}
+NOT_DEFAULTABLE = {"program", "programRef", "startCommit"}
+
+
+def operator_default(chart_value: str) -> dict[str, Any]:
+    return {OPERATOR_DEFAULT: chart_value}
 
 
 class OrgSpecError(ValueError):
@@ -48,9 +64,14 @@ class TrainerSpec(_Model):
     image: str = Field(
         default="ghcr.io/autoresearch-operator/trainer:0.1.0",
         description="Trainer image whose entrypoint is the trusted harness.",
+        json_schema_extra=operator_default("images.trainer"),
     )
     timeBudgetSeconds: int = Field(
-        default=300, ge=1, le=86400, description="Training time per experiment, in seconds."
+        default=300,
+        ge=1,
+        le=86400,
+        description="Training time per experiment, in seconds.",
+        json_schema_extra=operator_default("trainer.timeBudgetSeconds"),
     )
     startupSeconds: int | None = Field(
         default=None,
@@ -72,7 +93,22 @@ class TrainerSpec(_Model):
     )
     resources: dict[str, Any] = Field(
         default_factory=lambda: {"limits": {"nvidia.com/gpu": 1}},
-        description="Container resources of the trainer pod.",
+        description=(
+            "Container resources of each trainer container (requests and limits), taken whole "
+            "when set. Unset: the operator's default, which bounds CPU, memory, ephemeral "
+            "storage and the GPUs (chart values trainer.resources, trainer.gpuResourceName, "
+            "trainer.gpusPerExperiment). A container without an ephemeral-storage request or "
+            "limit gets a limit of scratchSize."
+        ),
+    )
+    scratchSize: str = Field(
+        default="20Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description=(
+            "sizeLimit of each scratch volume of an experiment pod (/work, where the weights "
+            "are exported, and the /tmp of training and of evaluation): a candidate cannot fill "
+            "the node's disk."
+        ),
     )
     nodeSelector: dict[str, str] = Field(
         default_factory=dict, description="Trainer pod nodeSelector."
@@ -84,6 +120,7 @@ class TrainerSpec(_Model):
     queueName: str | None = Field(
         default=None,
         description="Kueue LocalQueue for the trainer Jobs (label kueue.x-k8s.io/queue-name).",
+        json_schema_extra=operator_default("trainer.queueName"),
     )
 
     @property
@@ -126,9 +163,20 @@ class ProposerSpec(_Model):
         default="mutate",
         description="'openai' asks an LLM; 'mutate' perturbs numeric knobs offline.",
     )
-    model: str | None = Field(default=None, description="Model name for the openai proposer.")
+    model: str | None = Field(
+        default=None,
+        description="Model name for the openai proposer.",
+        json_schema_extra=operator_default("llm.model"),
+    )
     baseURL: str | None = Field(
-        default=None, description="OpenAI-compatible endpoint; the client's default when empty."
+        default=None,
+        description=(
+            "OpenAI-compatible endpoint; the client's default when empty. The operator sends "
+            "the API key only to a host its configuration allows (chart value "
+            "security.secretHosts, and llm.baseURL's host) or that the Secret's annotation "
+            "autoresearch.dev/allowed-hosts lists."
+        ),
+        json_schema_extra=operator_default("llm.baseURL"),
     )
     apiKeyEnv: str = Field(
         default="OPENAI_API_KEY",
@@ -172,7 +220,11 @@ class ProposerSpec(_Model):
 
 class BudgetSpec(_Model):
     maxExperiments: int = Field(
-        default=20, ge=1, le=100000, description="Experiments to run, baseline included."
+        default=20,
+        ge=1,
+        le=100000,
+        description="Experiments to run, baseline included.",
+        json_schema_extra=operator_default("budget.maxExperiments"),
     )
     maxGPUHours: float | None = Field(
         default=None,
@@ -182,9 +234,13 @@ class BudgetSpec(_Model):
             "measurement of its whole run (start-up, training, export and evaluation), crashes "
             "and timeouts included."
         ),
+        json_schema_extra=operator_default("budget.maxGPUHours"),
     )
     maxLLMTokens: int | None = Field(
-        default=None, gt=0, description="Stop after this many LLM tokens."
+        default=None,
+        gt=0,
+        description="Stop after this many LLM tokens.",
+        json_schema_extra=operator_default("budget.maxLLMTokens"),
     )
     maxLLMCostUSD: float | None = Field(
         default=None,
@@ -413,13 +469,46 @@ def resource_name(body: Any, kind: str, where: str, error: type[OrgSpecError]) -
     return str(name)
 
 
-def org_from_resource(
-    body: dict[str, Any], base_dir: Path | None = None, where: str = "org"
-) -> Org:
-    """Build an Org from a ResearchOrg body (apiVersion/kind/metadata/spec)."""
-    name = resource_name(body, KIND, where, OrgSpecError)
+def with_defaults(spec: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """`spec` with `defaults` filled in where it omits a field (nested objects field by field,
+    WHOLE_FIELDS as a whole)."""
+    out = copy.deepcopy(dict(defaults))
+    for key, value in spec.items():
+        default = out.get(key)
+        if isinstance(value, Mapping) and isinstance(default, Mapping) and key not in WHOLE_FIELDS:
+            out[key] = with_defaults(value, default)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def check_org_defaults(defaults: Mapping[str, Any]) -> None:
+    """OrgSpecError naming the bad field when `defaults` is not a valid partial spec."""
+    forbidden = sorted(NOT_DEFAULTABLE & set(defaults))
+    if forbidden:
+        raise OrgSpecError(f"{', '.join(forbidden)}: an org's own; no default may set it")
     try:
-        org = Org.model_validate({"name": name, "spec": body.get("spec") or {}})
+        OrgSpec.model_validate(with_defaults({"program": "-"}, defaults))
+    except ValidationError as err:
+        raise OrgSpecError(
+            format_errors(err, "defaults", "partial ResearchOrg spec", OrgSpec)
+        ) from None
+
+
+def org_from_resource(
+    body: dict[str, Any],
+    base_dir: Path | None = None,
+    where: str = "org",
+    defaults: Mapping[str, Any] | None = None,
+) -> Org:
+    """Build an Org from a ResearchOrg body (apiVersion/kind/metadata/spec); `defaults` (the
+    operator's AUTORESEARCH_ORG_DEFAULTS) fill in the fields the spec omits."""
+    name = resource_name(body, KIND, where, OrgSpecError)
+    spec = body.get("spec") or {}
+    if defaults:
+        spec = with_defaults(spec, defaults)
+    try:
+        org = Org.model_validate({"name": name, "spec": spec})
     except ValidationError as err:
         raise OrgSpecError(format_errors(err, where)) from None
     program_file = ((body.get("metadata") or {}).get("annotations") or {}).get(

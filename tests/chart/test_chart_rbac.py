@@ -1,4 +1,5 @@
-"""The chart's RBAC: the same rules as deploy/rbac.yaml, covering every API call the operator makes."""
+"""The chart's RBAC: the same rules as deploy/rbac.yaml, covering every API call the operator makes,
+granted cluster-wide only when the operator serves every namespace."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from helm_render import NAMESPACE, ROOT, one, render
+from helm_render import NAMESPACE, ROOT, objects, one, render
 
 OPERATOR_SOURCE = ROOT / "operator" / "autoresearch_operator"
 DEPLOY_RBAC = ROOT / "deploy" / "rbac.yaml"
@@ -22,6 +23,13 @@ CALLS: dict[tuple[str, str], tuple[str, str, str]] = {
     ("jobs.py", "list_namespaced_pod"): ("", "pods", "list"),
     ("jobs.py", "read_namespaced_pod_log"): ("", "pods/log", "get"),
     ("jobs.py", "read_namespaced_secret"): ("", "secrets", "get"),
+    # the deny-all NetworkPolicy around experiment pods, once per served namespace
+    ("jobs.py", "create_namespaced_network_policy"): (
+        "networking.k8s.io",
+        "networkpolicies",
+        "create",
+    ),
+    ("jobs.py", "read_namespaced_network_policy"): ("networking.k8s.io", "networkpolicies", "get"),
     ("daemon.py", "patch_namespaced_custom_object_status"): (
         "autoresearch.dev",
         "researchorgs/status",
@@ -127,3 +135,44 @@ def test_an_existing_service_account_is_used_when_the_chart_creates_none():
         "existing"
     )
     assert one(rendered, "ClusterRoleBinding")["subjects"][0]["name"] == "existing"
+
+
+# -- watchNamespaces: one Role per watched namespace, nothing cluster-wide ----------------------
+
+WATCHED = {"watchNamespaces": ["team-a", "team-b"]}
+
+
+def test_watched_namespaces_get_a_role_each_with_exactly_the_rules_and_nothing_cluster_wide():
+    rendered = render(WATCHED)
+    kinds = [doc["kind"] for doc in objects(rendered)]
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    roles = {
+        doc["metadata"]["namespace"]: doc for doc in objects(rendered) if doc["kind"] == "Role"
+    }
+    assert sorted(roles) == ["team-a", "team-b"]
+    cluster_wide = one(render(), "ClusterRole")["rules"]
+    for role in roles.values():
+        assert role["rules"] == cluster_wide  # one list of rules: the two cannot drift
+
+
+def test_each_role_binding_gives_its_namespaces_role_to_the_charts_service_account():
+    rendered = render(WATCHED)
+    account = one(rendered, "ServiceAccount")
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in objects(rendered)
+             if d["kind"] == "Role"}  # fmt: skip
+    bindings = [doc for doc in objects(rendered) if doc["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"]["apiGroup"] == "rbac.authorization.k8s.io"
+        assert binding["roleRef"]["kind"] == "Role"
+        assert (binding["metadata"]["namespace"], binding["roleRef"]["name"]) in roles
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
+        ]
+
+
+def test_rbac_create_false_renders_no_role_anywhere():
+    for values in ({}, WATCHED):
+        rendered = render({**values, "rbac": {"create": False}})
+        kinds = {doc["kind"] for doc in objects(rendered)}
+        assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -21,6 +22,7 @@ CUSTOM_KINDS = {"ServiceMonitor"}
 
 # Every optional branch of the templates switched on (or to its other side).
 EVERYTHING_SET: dict[str, Any] = {
+    "images": {"trainer": {"digest": "sha256:" + "ab" * 32}},
     "watchNamespaces": ["research", "contest"],
     "imagePullSecrets": [{"name": "regcred"}],
     "operator": {"verbose": True, "maxOrgs": 8, "pollSeconds": 2.5},
@@ -37,6 +39,7 @@ EVERYTHING_SET: dict[str, Any] = {
             "vocabSize": 1048576,
         },
     },
+    "security": {"secretHosts": ["github.com", "*.corp.example"]},
     "metrics": {"port": 9100, "serviceMonitor": {"labels": {"release": "prom"}}},
     "dashboard": {"labels": {"team": "research"}, "annotations": {"grafana_folder": "Research"}},
     "serviceAccount": {"annotations": {"example.com/role": "operator"}},
@@ -64,6 +67,7 @@ ALTERNATIVES: dict[str, Any] = {
     "persistence": {"data": {"create": False}},
     "dashboard": {"enabled": False},
     "llm": {"apiKeySecret": {"name": ""}},
+    "networkPolicy": {"enabled": False},
 }
 VARIANTS = {
     "defaults": ({}, ()),
@@ -96,7 +100,7 @@ def test_helm_lint_strict_finds_nothing_worse_than_info():
     [
         ({"replicaCount": 2}, "additional properties 'replicaCount' not allowed"),
         ({"metrics": {"serviceMonitor": {"enable": True}}}, "'enable' not allowed"),
-        ({"images": {"operator": {"tag": "0.1.0", "digest": "x"}}}, "'digest' not allowed"),
+        ({"images": {"operator": {"tag": "0.1.0", "sha": "x"}}}, "'sha' not allowed"),
     ],
     ids=["top-level", "nested", "image"],
 )
@@ -113,8 +117,9 @@ def test_values_schema_rejects_an_unknown_key(values, where):
         ({"watchNamespaces": "research"}, "/watchNamespaces': got string, want array"),
         ({"dashboard": {"enabled": "yes"}}, "/dashboard/enabled': got string, want boolean"),
         ({"persistence": {"repo": {"size": 10}}}, "/persistence/repo/size': got number"),
+        ({"networkPolicy": {"enabled": "true"}}, "/networkPolicy/enabled': got string"),
     ],
-    ids=["port", "namespaces", "boolean", "size"],
+    ids=["port", "namespaces", "boolean", "size", "network-policy"],
 )
 def test_values_schema_rejects_a_wrong_type(values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
@@ -176,16 +181,20 @@ def test_chart_crds_are_an_identical_copy_of_the_top_level_crds():
 # -- the operator Deployment -------------------------------------------------------------------
 
 
-def test_deployment_runs_one_replica_recreated_with_a_liveness_probe_on_healthz(defaults):
+def test_deployment_runs_one_replica_recreated_with_probes_on_healthz_and_readyz(defaults):
     deployment = one(defaults, "Deployment")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
     container = spec["template"]["spec"]["containers"][0]
-    probe = container["livenessProbe"]["httpGet"]
-    assert probe["path"] == "/healthz"
-    port = {p["name"]: p["containerPort"] for p in container["ports"]}[probe["port"]]
-    assert str(port) == env_of(deployment)["AUTORESEARCH_METRICS_PORT"] == "8080"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    liveness, readiness = container["livenessProbe"], container["readinessProbe"]
+    assert (liveness["httpGet"]["path"], readiness["httpGet"]["path"]) == ("/healthz", "/readyz")
+    for probe in (liveness, readiness):
+        port = ports[probe["httpGet"]["port"]]
+        assert str(port) == env_of(deployment)["AUTORESEARCH_METRICS_PORT"] == "8080"
+    assert (readiness["periodSeconds"], readiness["failureThreshold"]) == (10, 3)
+    assert readiness["timeoutSeconds"] == 5
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
 
 
@@ -240,12 +249,112 @@ def test_values_reach_the_operator_as_autoresearch_variables():
     assert (config.metrics_port, config.max_orgs, config.poll_seconds) == (9100, 8, 2.5)
 
 
+def images_of(rendered: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
+    """The operator container's image and the trainer image the operator is told to use."""
+    deployment = one(rendered, "Deployment")
+    operator = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    return operator, env_of(deployment)["AUTORESEARCH_TRAINER_IMAGE"]
+
+
 def test_images_are_pinned(defaults):
-    images = [one(defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"],
-              env_of(one(defaults, "Deployment"))["AUTORESEARCH_TRAINER_IMAGE"]]  # fmt: skip
-    for image in images:
+    for image in images_of(defaults):
         tag = image.rsplit(":", 1)[-1]
         assert ":" in image and tag not in ("", "latest"), image
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_digest_replaces_the_tag_in_every_image_reference():
+    values = {"images": {"operator": {"digest": DIGEST}, "trainer": {"digest": DIGEST}}}
+    rendered = render(values)
+    operator, trainer = images_of(rendered)
+    assert operator == f"ghcr.io/autoresearch-operator/operator@{DIGEST}"
+    assert trainer == f"ghcr.io/autoresearch-operator/trainer@{DIGEST}"
+    assert org_defaults(rendered)["trainer"]["image"] == trainer
+    assert f"image: {trainer}" in render_files(values)["NOTES.txt"]
+
+
+@pytest.mark.parametrize("digest", ["sha256:abc", "0123456789abcdef" * 4, DIGEST.upper()])
+def test_values_schema_refuses_a_digest_that_is_not_a_sha256(digest):
+    with pytest.raises(helm.HelmValuesError, match="/images/trainer/digest"):
+        render({"images": {"trainer": {"digest": digest}}})
+
+
+# -- what an org gets for the fields it leaves out, and what untrusted code can reach -------------
+
+
+def org_defaults(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return json.loads(env_of(one(rendered, "Deployment"))["AUTORESEARCH_ORG_DEFAULTS"])
+
+
+def test_org_defaults_are_the_trainer_llm_and_budget_values(defaults):
+    assert org_defaults(defaults) == {
+        "trainer": {
+            "image": "ghcr.io/autoresearch-operator/trainer:0.1.0",
+            "timeBudgetSeconds": 300,
+            "resources": {
+                "requests": {"cpu": "4", "memory": "32Gi", "ephemeral-storage": "1Gi"},
+                "limits": {
+                    "cpu": "16",
+                    "memory": "64Gi",
+                    "ephemeral-storage": "50Gi",
+                    "nvidia.com/gpu": 1,
+                },
+            },
+        },
+        "proposer": {"model": "gpt-4o-mini"},  # no baseURL, no queueName: their values are empty
+        "budget": {"maxExperiments": 100, "maxGPUHours": 8},  # maxLLMTokens 0: no limit
+    }
+
+
+def test_org_defaults_carry_every_optional_value_that_is_set():
+    defaults = org_defaults(render(EVERYTHING_SET))
+    assert defaults["trainer"]["resources"]["limits"]["amd.com/gpu"] == 2
+    assert defaults["trainer"]["queueName"] == "gpus"
+    assert defaults["proposer"] == {"model": "qwen3", "baseURL": "http://llm.local:8000/v1"}
+    assert defaults["budget"] == {"maxExperiments": 100, "maxGPUHours": 0.5,
+                                  "maxLLMTokens": 1000000}  # fmt: skip
+
+
+def test_every_resource_of_experiment_and_prepare_pods_is_bounded(defaults):
+    env = env_of(one(defaults, "Deployment"))
+    trainer = org_defaults(defaults)["trainer"]["resources"]
+    prepare = json.loads(env["AUTORESEARCH_PREPARE_RESOURCES"])
+    for resources in (trainer, prepare):
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory", "ephemeral-storage"} <= set(resources[kind]), resources
+    assert prepare["limits"] == {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "20Gi"}
+
+
+@pytest.mark.parametrize(
+    "values, hosts",
+    [
+        ({}, ["api.openai.com"]),
+        ({"llm": {"baseURL": "https://llm.example.org/v1"}}, ["llm.example.org"]),
+        ({"llm": {"baseURL": "http://vllm.research.svc:8000/v1"}}, ["vllm.research.svc:8000"]),
+        (
+            {"security": {"secretHosts": ["github.com", "*.corp.example", "api.openai.com"]}},
+            ["github.com", "*.corp.example", "api.openai.com"],
+        ),
+    ],
+    ids=["openai", "base-url", "base-url-port", "user-hosts"],
+)
+def test_secret_hosts_always_include_the_llm_endpoint(values, hosts):
+    env = env_of(one(render(values), "Deployment"))
+    assert env["AUTORESEARCH_SECRET_HOSTS"].split(",") == hosts
+
+
+@pytest.mark.parametrize("host", ["https://github.com", "github.com/org", "*", "a b"])
+def test_values_schema_refuses_a_secret_host_that_is_no_host(host):
+    with pytest.raises(helm.HelmValuesError, match="/security/secretHosts/0"):
+        render({"security": {"secretHosts": [host]}})
+
+
+def test_network_policy_is_on_unless_turned_off(defaults):
+    assert env_of(one(defaults, "Deployment"))["AUTORESEARCH_NETWORK_POLICY"] == "true"
+    off = render({"networkPolicy": {"enabled": False}})
+    assert env_of(one(off, "Deployment"))["AUTORESEARCH_NETWORK_POLICY"] == "false"
 
 
 # -- monitoring ----------------------------------------------------------------------------------
@@ -279,8 +388,6 @@ def test_metrics_service_selects_the_operator_pod(defaults):
 
 
 def test_dashboard_configmap_carries_files_dashboard_json_for_grafanas_sidecar(defaults):
-    import json
-
     configmap = one(defaults, "ConfigMap")
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     (text,) = configmap["data"].values()
@@ -294,6 +401,10 @@ def test_dashboard_configmap_carries_files_dashboard_json_for_grafanas_sidecar(d
 def test_notes_starter_org_is_a_valid_researchorg_with_the_release_defaults():
     notes = render_files(EVERYTHING_SET)["NOTES.txt"]
     body = yaml.safe_load(notes.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0])
+    defaults = org_defaults(render(EVERYTHING_SET))
+    for field in ("trainer", "budget"):
+        assert body["spec"][field] == defaults[field]  # it shows what an org would get anyway
+    assert body["spec"]["proposer"] == {"type": "openai", **defaults["proposer"]}
     org = org_from_resource(body)
     assert org.spec.trainer.resources["limits"]["amd.com/gpu"] == 2
     assert org.spec.trainer.queueName == "gpus"
@@ -316,8 +427,6 @@ def test_notes_tell_the_user_what_to_run_next():
 
 
 def test_values_schema_closes_every_object_it_describes():
-    import json
-
     def walk(node: Any, path: str):
         if isinstance(node, dict):
             if "properties" in node:

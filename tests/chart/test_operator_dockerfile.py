@@ -40,7 +40,12 @@ def test_entrypoint_runs_the_operator_as_the_user_the_chart_expects():
     assert instructions("ENTRYPOINT") == ['["autoresearch", "operator"]']
     (user,) = instructions("USER")
     pod = one(render(), "Deployment")["spec"]["template"]["spec"]
-    assert user == f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    assert user == f"{uid}:{gid}" == "10001:10001"
+    assert min(uid, gid) >= 10000  # no user of the host or of the base image
+    assert pod["securityContext"]["fsGroup"] == gid  # the state volume is writable
+    run = " ".join(instructions("RUN"))
+    assert f"groupadd --gid {gid} " in run and f"useradd --uid {uid} --gid {gid} " in run
 
 
 def test_the_baseline_train_py_is_where_the_operator_reads_it():

@@ -67,10 +67,12 @@ def test_base_image_is_pytorch_pinned_to_the_torch_the_tests_ran_with():
     assert instructions(TRAINER / "Dockerfile", "FROM") == ["${BASE_IMAGE}"]
 
 
-def test_runs_as_the_non_root_user_the_operators_jobs_use():
+def test_runs_as_the_high_uid_user_the_operators_jobs_use():
     (user,) = instructions(TRAINER / "Dockerfile", "USER")
-    assert user == f"{TRAINER_UID}:{TRAINER_UID}"
-    assert TRAINER_UID != 0
+    assert user == f"{TRAINER_UID}:{TRAINER_UID}" == "10100:10100"
+    assert TRAINER_UID >= 10000  # no user of the host or of the base image (Ubuntu's is 1000)
+    run = " ".join(instructions(TRAINER / "Dockerfile", "RUN"))
+    assert f"groupadd --gid {TRAINER_UID} " in run and f"useradd --uid {TRAINER_UID} " in run
 
 
 def test_every_trainer_script_is_in_the_app_dir_the_jobs_run_from():

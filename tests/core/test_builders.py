@@ -108,7 +108,7 @@ def test_evaluation_has_its_own_tmp_not_the_one_the_training_side_wrote():
            for c in (train, evaluate)}  # fmt: skip
     assert tmp["train"] != tmp["evaluate"]
     volumes = {v["name"]: v for v in j["spec"]["template"]["spec"]["volumes"]}
-    assert volumes[tmp["evaluate"]] == {"name": tmp["evaluate"], "emptyDir": {}}
+    assert volumes[tmp["evaluate"]] == {"name": tmp["evaluate"], "emptyDir": {"sizeLimit": "20Gi"}}
     # the exported weights are the one thing evaluation reads from the training side
     assert {"name": "work", "mountPath": "/work"} in evaluate["volumeMounts"]
 
@@ -124,7 +124,11 @@ def test_trainer_pod_is_locked_down_and_carries_no_credentials():
         assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert "env" not in c and "envFrom" not in c  # no API key ever reaches a trainer
-        assert c["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+        # the org's own resources, and never an unbounded disk: a limit of its scratchSize
+        assert c["resources"] == {"limits": {"nvidia.com/gpu": 1, "ephemeral-storage": "20Gi"}}
+    assert pod["securityContext"]["runAsUser"] >= 10000
+    scratch = [v for v in pod["volumes"] if "emptyDir" in v]
+    assert len(scratch) == 3 and all(v["emptyDir"] == {"sizeLimit": "20Gi"} for v in scratch)
 
 
 def test_candidate_configmap_is_owned_by_its_job():

@@ -41,10 +41,15 @@ def test_every_spec_and_status_field_has_a_row():
 
 def test_a_row_shows_type_default_constraints_and_description():
     doc = render()
-    assert _row(doc, "spec.trainer.timeBudgetSeconds") == [
-        "`spec.trainer.timeBudgetSeconds`", "integer", "`300`", ">= 1; <= 86400", "",
-        "Training time per experiment, in seconds.",
+    assert _row(doc, "spec.proposer.maxRetries") == [
+        "`spec.proposer.maxRetries`", "integer", "`5`", ">= 0; <= 20", "",
+        "Retries on 429, 5xx and timeouts.",
     ]  # fmt: skip
+    # no API server default where the operator's own (the chart's values) fills the field in
+    assert _row(doc, "spec.trainer.timeBudgetSeconds")[2:4] == ["", ">= 1; <= 86400"]
+    assert "operator's default (chart value trainer.timeBudgetSeconds), else 300" in _row(
+        doc, "spec.trainer.timeBudgetSeconds"
+    )[5]
     assert "one of `openai`, `mutate`" in _row(doc, "spec.proposer.type")
     assert _row(doc, "spec.proposer.timeoutSeconds")[3] == "> 0"  # exclusiveMinimum
     assert _row(doc, "spec.programRef.name")[4] == "yes"

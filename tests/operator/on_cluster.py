@@ -109,37 +109,38 @@ class ChartRelease:
         self.env: dict[str, str] = {e["name"]: e["value"] for e in container["env"]}
 
     @classmethod
-    def install(cls, cluster) -> ChartRelease:
-        """`helm upgrade --install` of the chart into OPERATOR_NAMESPACE, serialised across test
-        processes that share the cluster (Helm refuses concurrent writes to one release)."""
+    def install(
+        cls,
+        cluster,
+        *,
+        name: str = CHART_RELEASE,
+        namespace: str = OPERATOR_NAMESPACE,
+        values: dict[str, Any] | None = None,
+    ) -> ChartRelease:
+        """`helm upgrade --install` of the chart (release `name` into `namespace`, CHART_VALUES
+        unless `values` are given), serialised across test processes that share the cluster
+        (Helm refuses concurrent writes to one release)."""
         import fcntl
 
         import helm_python as helm
 
+        values = CHART_VALUES if values is None else values
         lock = (cluster.kubeconfig.parent / "chart-install.lock").open("w")
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             with (
-                helm.Config(
-                    kubeconfig_path=cluster.kubeconfig, namespace=OPERATOR_NAMESPACE
-                ) as cfg,
+                helm.Config(kubeconfig_path=cluster.kubeconfig, namespace=namespace) as cfg,
                 helm.Chart.load(CHART) as chart,
             ):
                 try:
-                    cfg.status(CHART_RELEASE)
+                    cfg.status(name)
                 except helm.HelmNotFoundError:
                     release = cfg.install(
-                        chart, CHART_RELEASE, CHART_VALUES,
-                        namespace=OPERATOR_NAMESPACE, create_namespace=True, timeout=120,
+                        chart, name, values,
+                        namespace=namespace, create_namespace=True, timeout=120,
                     )  # fmt: skip
                 else:
-                    release = cfg.upgrade(
-                        chart,
-                        CHART_RELEASE,
-                        CHART_VALUES,
-                        namespace=OPERATOR_NAMESPACE,
-                        timeout=120,
-                    )
+                    release = cfg.upgrade(chart, name, values, namespace=namespace, timeout=120)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             lock.close()

@@ -12,6 +12,7 @@ import pytest
 from kubernetes import client
 from on_cluster import Orgs, research_org
 
+from autoresearch_operator.k8s.secrets import ALLOWED_HOSTS_ANNOTATION
 from support.fake_openai_server import FakeOpenAI
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -56,7 +57,8 @@ def test_a_bug_a_cheat_and_a_hang_each_crash_with_their_reason(
     core.create_namespaced_secret(
         namespace,
         {
-            "metadata": {"name": "llm"},
+            # the Secret itself allows the scripted server's host to receive it (k8s/secrets.py)
+            "metadata": {"name": "llm", "annotations": {ALLOWED_HOSTS_ANNOTATION: "127.0.0.1"}},
             "data": {"apiKey": base64.b64encode(API_KEY.encode()).decode()},
         },
     )

@@ -160,13 +160,20 @@ def test_one_port_serves_metrics_and_a_health_check_that_fails_when_the_loop_sta
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=5) as resp:
             assert resp.status == 200
+        with pytest.raises(urllib.error.HTTPError) as err:  # not ready before kopf has started
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert err.value.code == 503 and b"starting" in err.value.read()
+        heartbeat.beat()  # kopf's startup handler beats first
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+            assert resp.status == 200
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
             assert 'autoresearch_best_val_bpb{namespace="research",org="explorer"} 1.42' in (
                 resp.read().decode()
             )
         now[0] = 31.0  # no heartbeat for longer than max_age
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{base}/healthz", timeout=5)
-        assert err.value.code == 503
+        for probe in ("healthz", "readyz"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"{base}/{probe}", timeout=5)
+            assert err.value.code == 503
     finally:
         server.shutdown()

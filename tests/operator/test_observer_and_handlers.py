@@ -183,11 +183,16 @@ def events(monkeypatch):
     return posted
 
 
+def memo(**config: object) -> kopf.Memo:
+    runtime = Runtime(OperatorConfig(**config), None, OperatorMetrics())  # type: ignore[arg-type]
+    return kopf.Memo(runtime=runtime)
+
+
 def test_an_invalid_body_gets_phase_failed_and_an_event_naming_the_field(events):
     bad = {**BODY, "spec": {"program": "x", "budget": {"maxExperiments": 0}}}
     patch = kopf.Patch()
     handlers.validate(
-        body=kopf.Body(bad), status=kopf.Status(kopf.Body(bad)), patch=patch,
+        body=kopf.Body(bad), status=kopf.Status(kopf.Body(bad)), patch=patch, memo=memo(),
         logger=logging.getLogger("test"),
     )  # fmt: skip
     assert patch["status"]["phase"] == "Failed"
@@ -199,12 +204,33 @@ def test_an_invalid_body_gets_phase_failed_and_an_event_naming_the_field(events)
 def test_a_valid_new_body_is_pending_and_a_running_one_is_left_alone(events):
     patch = kopf.Patch()
     body = kopf.Body(BODY)
-    handlers.validate(body=body, status=body.status, patch=patch, logger=logging.getLogger())
+    handlers.validate(
+        body=body, status=body.status, patch=patch, memo=memo(), logger=logging.getLogger()
+    )
     assert patch["status"]["phase"] == "Pending" and events == []
     running = kopf.Body({**BODY, "status": {"phase": "Running"}})
     patch = kopf.Patch()
-    handlers.validate(body=running, status=running.status, patch=patch, logger=logging.getLogger())
+    handlers.validate(
+        body=running, status=running.status, patch=patch, memo=memo(), logger=logging.getLogger()
+    )
     assert "status" not in patch
+
+
+def test_the_operators_defaults_fill_in_what_an_org_omits_before_it_is_judged(events):
+    """An openai org without a model is valid where the chart's llm.model fills it in."""
+    body = kopf.Body({**BODY, "spec": {"program": "x", "proposer": {"type": "openai"}}})
+    patch = kopf.Patch()
+    handlers.validate(
+        body=body, status=body.status, patch=patch, memo=memo(), logger=logging.getLogger()
+    )
+    assert patch["status"]["phase"] == "Failed" and "proposer.model" in patch["status"]["message"]
+    patch = kopf.Patch()
+    defaults = {"proposer": {"model": "gpt-4o-mini"}}
+    handlers.validate(
+        body=body, status=body.status, patch=patch, memo=memo(org_defaults=defaults),
+        logger=logging.getLogger(),
+    )  # fmt: skip
+    assert patch["status"]["phase"] == "Pending"
 
 
 def test_startup_keeps_kopf_bookkeeping_out_of_the_status_and_runs_one_replica():

@@ -12,6 +12,8 @@ import testcluster
 from kubernetes import client
 from on_cluster import GROUP, PLURAL, VERSION, Orgs, research_org
 
+from support.fake_openai_server import FakeOpenAI
+
 pytestmark = pytest.mark.cluster
 
 
@@ -62,6 +64,32 @@ def test_a_missing_api_key_secret_fails_the_org_naming_the_secret(cluster, names
     assert f"Secret {namespace}/llm" in status["message"] and "404" in status["message"]
     assert status["message"] in warnings_about(cluster, namespace, "keyless")
     assert job_names(cluster, namespace) == []  # nothing runs without a proposer
+
+
+def test_a_secret_is_never_sent_to_a_host_nobody_allowed(cluster, namespace, operator):
+    """Creating an org must not amount to reading the namespace's Secrets: the operator's
+    configuration (the chart's default: api.openai.com) and the Secret allow no 127.0.0.1."""
+    client.CoreV1Api(cluster.api).create_namespaced_secret(
+        namespace, {"metadata": {"name": "team-key"}, "stringData": {"apiKey": "sk-not-yours"}}
+    )
+    llm = FakeOpenAI()  # the endpoint of whoever wrote the org
+    llm.start()
+    try:
+        proposer = {"type": "openai", "model": "m", "baseURL": llm.base_url,
+                    "apiKeySecretRef": {"name": "team-key"}}  # fmt: skip
+        Orgs(cluster, namespace).create(research_org("exfiltrator", 2, proposer=proposer))
+        status = wait_phase(Orgs(cluster, namespace), "exfiltrator", "Failed", operator, 60)
+        time.sleep(2)  # anything sent after the refusal would arrive by now
+    finally:
+        llm.stop()
+    assert llm.requests == []
+    message = status["message"]
+    assert message.startswith("spec.proposer.baseURL:") and f"{namespace}/team-key" in message
+    assert "autoresearch.dev/allowed-hosts" in message and "sk-not-yours" not in message
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["message"] == message
+    assert message in warnings_about(cluster, namespace, "exfiltrator")
+    assert job_names(cluster, namespace) == []
 
 
 def test_a_failed_prepare_job_fails_the_org_and_says_how_to_retry(

@@ -36,9 +36,14 @@ def events_of(cluster, namespace: str, name: str) -> list[client.CoreV1Event]:
 
 
 def test_an_org_pushes_its_branch_and_tried_refs_with_the_token_in_its_secret(
-    cluster, namespace, process_node, operator, tmp_path: Path
+    cluster, namespace, process_node, operator_process, tmp_path: Path
 ):
     process_node(f"cpu-{secrets.token_hex(3)}")
+    # the operator's configuration (chart value security.secretHosts) allows the git server
+    hosts = operator_process.env.get("AUTORESEARCH_SECRET_HOSTS", "")
+    operator_process.env["AUTORESEARCH_SECRET_HOSTS"] = f"{hosts},127.0.0.1".lstrip(",")
+    operator = operator_process
+    operator.start()
     token = f"tok-{secrets.token_hex(12)}"
     orgs = Orgs(cluster, namespace)
     with GitHttpServer(tmp_path / "served", DEFAULT_HTTPS_USERNAME, token) as server:

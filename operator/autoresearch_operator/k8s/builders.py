@@ -32,7 +32,10 @@ MANAGED_BY = {
     "app.kubernetes.io/managed-by": "autoresearch-operator",
     "app.kubernetes.io/part-of": "autoresearch",
 }
-TRAINER_UID = 1000
+# Above 10000, so it is no user of the node (the trainer image creates this user too).
+TRAINER_UID = 10100
+NETWORK_POLICY = "autoresearch-experiments"
+PREPARE_TMP_SIZE = "4Gi"
 # The trainer image keeps harness.py and prepare.py in /app. Commands name them relative to
 # workingDir /app, so the same Job also runs where an image is just a directory (the process
 # kubelet of hack/cluster runs a container in its image's directory).
@@ -93,6 +96,43 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
 
 def org_owner(org_body: dict[str, Any]) -> dict[str, Any]:
     return owner_reference({**org_body, "apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND})
+
+
+def experiment_pod_selector() -> dict[str, str]:
+    """Exactly the experiment pods (never the prepare Job's, which downloads its sources)."""
+    return {"app.kubernetes.io/managed-by": MANAGED_BY["app.kubernetes.io/managed-by"],
+            LABEL_COMPONENT: "experiment"}  # fmt: skip
+
+
+def network_policy(namespace: str) -> dict[str, Any]:
+    """Deny all ingress and egress of the experiment pods: candidate code can reach neither the
+    internet (a downloaded checkpoint would cheat the metric), nor in-cluster services, the API
+    server or the cloud metadata endpoint. Enforced only by a CNI that implements policies."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": NETWORK_POLICY,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, LABEL_COMPONENT: "experiment"},
+            "annotations": {
+                f"{API_GROUP}/description": "no network for code an LLM wrote: experiment pods "
+                "may neither send nor receive anything"
+            },
+        },
+        "spec": {
+            "podSelector": {"matchLabels": experiment_pod_selector()},
+            "policyTypes": ["Ingress", "Egress"],  # and no rule of either kind: nothing passes
+        },
+    }
+
+
+def bounded(resources: dict[str, Any], scratch: str) -> dict[str, Any]:
+    """`resources` with an ephemeral-storage limit of `scratch` when it has no say on it."""
+    out = {k: dict(v) for k, v in resources.items()}
+    if not any("ephemeral-storage" in (out.get(k) or {}) for k in ("requests", "limits")):
+        out.setdefault("limits", {})["ephemeral-storage"] = scratch
+    return out
 
 
 def candidate_configmap(job_body: dict[str, Any], train_py: str) -> dict[str, Any]:
@@ -187,7 +227,7 @@ def experiment_job(
         "workingDir": APP_DIR,
         # The harness is PID 1 of the container: nothing the candidate starts outlives it.
         "command": harness("train", train_py="/candidate/train.py"),
-        "resources": trainer.resources,
+        "resources": bounded(trainer.resources, trainer.scratchSize),
         "securityContext": _restricted_container(),
         # Should the harness itself fail here, its last log lines become the crash's log tail.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -212,7 +252,7 @@ def experiment_job(
             test_if_val_below=test_if_val_below,
             termination_log="/dev/termination-log",
         ),
-        "resources": trainer.resources,
+        "resources": bounded(trainer.resources, trainer.scratchSize),
         "securityContext": _restricted_container(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -232,9 +272,10 @@ def experiment_job(
         "volumes": [
             {"name": "data", "persistentVolumeClaim": {"claimName": data_claim, "readOnly": True}},
             {"name": "candidate", "configMap": {"name": f"{name}-train-py"}},
-            {"name": "work", "emptyDir": {}},
-            {"name": "train-tmp", "emptyDir": {}},
-            {"name": "evaluate-tmp", "emptyDir": {}},
+            # bounded: a candidate that writes without end is evicted, the node's disk is not full
+            {"name": "work", "emptyDir": {"sizeLimit": trainer.scratchSize}},
+            {"name": "train-tmp", "emptyDir": {"sizeLimit": trainer.scratchSize}},
+            {"name": "evaluate-tmp", "emptyDir": {"sizeLimit": trainer.scratchSize}},
         ],
     }
     if trainer.nodeSelector:
@@ -275,6 +316,7 @@ def prepare_job(
     data_claim: str,
     sources: list[str] | tuple[str, ...],
     vocab_size: int | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Job that tokenizes the corpus into the data claim once (prepare.py is idempotent).
 
@@ -295,6 +337,7 @@ def prepare_job(
         "workingDir": APP_DIR,
         "command": command,
         "env": [{"name": "HOME", "value": "/tmp"}],  # libraries may cache under $HOME
+        "resources": bounded(resources or {}, PREPARE_TMP_SIZE),
         "securityContext": _restricted_container(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
@@ -321,7 +364,7 @@ def prepare_job(
                     "containers": [container],
                     "volumes": [
                         {"name": "data", "persistentVolumeClaim": {"claimName": data_claim}},
-                        {"name": "tmp", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": PREPARE_TMP_SIZE}},
                     ],
                 },
             },

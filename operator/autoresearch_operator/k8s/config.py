@@ -6,12 +6,15 @@ variable and what it accepts, so a bad Deployment fails loudly instead of misbeh
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..spec import DNS_LABEL, TrainerSpec
+from ..spec import DNS_LABEL, OrgSpecError, TrainerSpec, check_org_defaults
+from .secrets import check_host_pattern
 
 PREFIX = "AUTORESEARCH_"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -34,6 +37,31 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "POLL_SECONDS": ("10", "how often a running Job is checked"),
     "STATUS_INTERVAL_SECONDS": ("5", "least time between two status patches of one org"),
     "MAX_ORGS": ("64", "ResearchOrgs one operator runs at once (worker threads)"),
+    "ORG_DEFAULTS": (
+        "",
+        "JSON of a partial ResearchOrg spec: the values an org gets for the fields it omits "
+        "(trainer.image, trainer.resources, budget.maxExperiments, proposer.model, ...)",
+    ),
+    "PREPARE_RESOURCES": (
+        "",
+        "JSON of the prepare Job container's resources; empty: the operator's bounded default",
+    ),
+    "SECRET_HOSTS": (
+        "",
+        "comma-separated hosts (host, host:port, *.domain) that may receive a Secret's value "
+        "(LLM API key, git push credential); a Secret may add its own with the annotation "
+        "autoresearch.dev/allowed-hosts",
+    ),
+    "NETWORK_POLICY": (
+        "true",
+        "create the deny-all NetworkPolicy for experiment pods in every namespace served",
+    ),
+}
+
+# Bounds of the prepare Job when AUTORESEARCH_PREPARE_RESOURCES is not set (the chart's default).
+PREPARE_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "1Gi"},
+    "limits": {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "20Gi"},
 }
 
 
@@ -56,6 +84,10 @@ class OperatorConfig:
     poll_seconds: float = 10.0
     status_interval_seconds: float = 5.0
     max_orgs: int = 64
+    org_defaults: dict[str, Any] = field(default_factory=dict)
+    prepare_resources: dict[str, Any] = field(default_factory=lambda: dict(PREPARE_RESOURCES))
+    secret_hosts: tuple[str, ...] = ()
+    network_policy: bool = True
 
     def journal_dir(self, namespace: str, org: str) -> Path:
         return self.state_dir / namespace / org
@@ -89,6 +121,32 @@ def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _json_object(name: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{PREFIX}{name}: not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{PREFIX}{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ConfigError(f"{PREFIX}{name}: expected true or false, got {raw!r}")
+    return raw.lower() == "true"
+
+
+def _resources(name: str, raw: str) -> dict[str, Any]:
+    value = _json_object(name, raw)
+    unknown = sorted(set(value) - {"requests", "limits"})
+    if unknown or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(
+            f"{PREFIX}{name}: expected {{'requests': {{...}}, 'limits': {{...}}}}, got {raw!r}"
+        )
+    return value
+
+
 def load_config(environ: Mapping[str, str]) -> OperatorConfig:
     """The configuration from AUTORESEARCH_* variables; ConfigError names the first bad one."""
 
@@ -118,6 +176,17 @@ def load_config(environ: Mapping[str, str]) -> OperatorConfig:
     secret_key = get("LLM_SECRET_KEY")
     if not secret_key:
         raise ConfigError(f"{PREFIX}LLM_SECRET_KEY: must not be empty")
+    org_defaults = _json_object("ORG_DEFAULTS", get("ORG_DEFAULTS")) if get("ORG_DEFAULTS") else {}
+    try:
+        check_org_defaults(org_defaults)
+    except OrgSpecError as err:
+        raise ConfigError(f"{PREFIX}ORG_DEFAULTS: {err}") from None
+    hosts = _list(get("SECRET_HOSTS"))
+    for host in hosts:
+        problem = check_host_pattern(host)
+        if problem:
+            raise ConfigError(f"{PREFIX}SECRET_HOSTS: {host!r}: {problem}")
+    prepare = get("PREPARE_RESOURCES")
     return OperatorConfig(
         namespaces=namespaces,
         state_dir=state_dir,
@@ -132,4 +201,10 @@ def load_config(environ: Mapping[str, str]) -> OperatorConfig:
         poll_seconds=_seconds("POLL_SECONDS", get("POLL_SECONDS")),
         status_interval_seconds=_seconds("STATUS_INTERVAL_SECONDS", get("STATUS_INTERVAL_SECONDS")),
         max_orgs=_int("MAX_ORGS", get("MAX_ORGS"), 1, 10000),
+        org_defaults=org_defaults,
+        prepare_resources=(
+            _resources("PREPARE_RESOURCES", prepare) if prepare else dict(PREPARE_RESOURCES)
+        ),
+        secret_hosts=tuple(h.lower() for h in hosts),
+        network_policy=_bool("NETWORK_POLICY", get("NETWORK_POLICY")),
     )

@@ -42,6 +42,7 @@ from .executor import KubernetesExecutor
 from .jobs import Interrupted, JobClient, KubernetesError
 from .observer import OrgObserver, PostEvent, StatusPublisher, TimedProposer
 from .results import job_failure, job_succeeded, newest_pod
+from .secrets import SecretNotAllowed, check_destination, openai_endpoint
 from .status import FAILED, PREPARING, RUNNING, next_phase
 
 RETRY_SECONDS = 60.0  # a failed org (missing Secret, failed prepare Job) looks again this often
@@ -84,6 +85,21 @@ def proposer_secret(
     )
 
 
+def read_secret_for(
+    jobs: JobClient, ref: SecretKeyRef, config: OperatorConfig, url: str, field: str
+) -> str:
+    """The Secret's value, if it may be sent to `url` (set by `field`); SecretNotAllowed names
+    the field otherwise, and the value is never decoded."""
+
+    def check(annotations: dict[str, str]) -> None:
+        check_destination(
+            url, field=field, secret=f"{jobs.namespace}/{ref.name}",
+            configured=config.secret_hosts, annotations=annotations,
+        )  # fmt: skip
+
+    return jobs.read_secret_key(ref.name, ref.key, check)
+
+
 def prepare_data(jobs: JobClient, config: OperatorConfig) -> str | None:
     """Run the prepare Job to completion; None when the data is ready, else why it is not."""
     if not config.data_sources:
@@ -94,6 +110,7 @@ def prepare_data(jobs: JobClient, config: OperatorConfig) -> str | None:
         data_claim=config.data_claim,
         sources=config.data_sources,
         vocab_size=config.data_vocab_size,
+        resources=config.prepare_resources,
     )
     name = body["metadata"]["name"]
     jobs.create_or_adopt_job(body)
@@ -184,6 +201,7 @@ class OrgRunner(ResourceRunner[PostEvent]):
             log=self.log,
         )
         self.data_ready = False
+        self.network_policy_ready = False
 
     # -- the passes ---------------------------------------------------------------------------
 
@@ -197,7 +215,7 @@ class OrgRunner(ResourceRunner[PostEvent]):
         snapshot = self._snapshot()
         generation = snapshot["metadata"].get("generation")
         try:
-            org = org_from_resource(snapshot)
+            org = org_from_resource(snapshot, defaults=self.config.org_defaults)
         except OrgSpecError:  # the create/update handlers report it; wait for a fixed spec
             self._wait_for_change(generation)
             return
@@ -212,7 +230,7 @@ class OrgRunner(ResourceRunner[PostEvent]):
             return
         try:
             org, proposer = self._resolve(org)
-        except (KubernetesError, ProposerConfigError) as err:
+        except (KubernetesError, ProposerConfigError, SecretNotAllowed) as err:
             self._fail(str(err), generation)
             return
         repo = self.runtime.repo(self.namespace)
@@ -243,6 +261,16 @@ class OrgRunner(ResourceRunner[PostEvent]):
         if phase != RUNNING:  # Paused or Completed: nothing to do until the spec changes
             self._wait_for_change(generation)
             return
+        if self.config.network_policy and not self.network_policy_ready:
+            try:  # before the first candidate runs: its pod must have no network
+                if self.jobs.ensure_network_policy(builders.network_policy(self.namespace)):
+                    self.log.info("created NetworkPolicy %s", builders.NETWORK_POLICY)
+            except KubernetesError as err:
+                self._fail(
+                    f"{err} (set AUTORESEARCH_NETWORK_POLICY=false to run without)", generation
+                )
+                return
+            self.network_policy_ready = True
         observer = OrgObserver(
             self.namespace, self.name, self.publisher, self.post_event, self.runtime.metrics,
             log=self.log,
@@ -279,7 +307,10 @@ class OrgRunner(ResourceRunner[PostEvent]):
         secret = api_key_secret(org, self.config)
         env = {}
         if secret is not None:  # the key stays in the operator: trainer pods never see it
-            env[org.spec.proposer.apiKeyEnv] = self.jobs.read_secret_key(secret.name, secret.key)
+            env[org.spec.proposer.apiKeyEnv] = read_secret_for(
+                self.jobs, secret, self.config, openai_endpoint(org.spec.proposer.baseURL),
+                "spec.proposer.baseURL",
+            )  # fmt: skip
         proposer = make_proposer(org.spec.proposer.model_dump(), env=env)
         metrics, ns, name = self.runtime.metrics, self.namespace, self.name
         return org, TimedProposer(proposer, lambda s: metrics.observe_proposal(ns, name, s))
@@ -287,13 +318,17 @@ class OrgRunner(ResourceRunner[PostEvent]):
     def _push_credentials(self, org: Org) -> PushCredentials | None:
         """spec.repo.credentialsSecretRef's value, read before every push so that a Secret
         created or rotated later is used; a missing one fails the push, not the org."""
-        ref = org.spec.repo.credentialsSecretRef
-        if ref is None:
+        ref, url = org.spec.repo.credentialsSecretRef, org.spec.repo.url
+        if ref is None or url is None:
             return None
         try:
-            return PushCredentials(self.jobs.read_secret_key(ref.name, ref.key))
+            return PushCredentials(
+                read_secret_for(self.jobs, ref, self.config, url, "spec.repo.url")
+            )
         except KubernetesError as err:
             raise CredentialsUnavailable(f"spec.repo.credentialsSecretRef: {err}") from None
+        except SecretNotAllowed as err:
+            raise CredentialsUnavailable(str(err)) from None
 
     # -- phases ---------------------------------------------------------------------------------
 

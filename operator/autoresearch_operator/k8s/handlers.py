@@ -92,10 +92,17 @@ def stopped_for_good(stopped: kopf.DaemonStopped) -> bool:
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
 def validate(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    **_: Any,
 ) -> None:
+    defaults = memo["runtime"].config.org_defaults  # what the org omits, from the chart values
     check_spec(
-        body, status, patch, logger, lambda b, where: org_from_resource(b, where=where),
+        body, status, patch, logger,
+        lambda b, where: org_from_resource(b, where=where, defaults=defaults),
         OrgSpecError,
     )  # fmt: skip
 

@@ -62,6 +62,7 @@ class JobClient:
         log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ):
         self.objects, self.core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.namespace = namespace
         self.wait, self.poll_seconds = wait, poll_seconds
         self.log = log or logging.getLogger(__name__)
@@ -174,20 +175,47 @@ class JobClient:
             return None
         return str(text)
 
-    def read_secret_key(self, name: str, key: str) -> str:
-        """A Secret's value, decoded; KubernetesError names the Secret and key when missing."""
+    def read_secret_key(
+        self, name: str, key: str, check: Callable[[dict[str, str]], None] | None = None
+    ) -> str:
+        """A Secret's value, decoded; KubernetesError names the Secret and key when missing.
+        `check(annotations)` runs first and may refuse (k8s/secrets.py: where it may go)."""
         try:
             secret = self.call(
                 f"read Secret {name}", self.core.read_namespaced_secret, name, self.namespace
             )
         except ApiException as err:
             raise api_error(f"read Secret {self.namespace}/{name}", err) from err
+        if check is not None:
+            check(dict((secret.metadata and secret.metadata.annotations) or {}))
         data = secret.data or {}
         if key not in data:
             raise KubernetesError(
                 f"Secret {self.namespace}/{name} has no key {key!r} (keys: {', '.join(sorted(data)) or 'none'})"
             )
         return base64.b64decode(data[key]).decode()
+
+    def ensure_network_policy(self, body: dict[str, Any]) -> bool:
+        """Create the NetworkPolicy unless one of that name exists; True when it was created.
+        An existing one is left as it is (an administrator may have widened it on purpose)."""
+        name = body["metadata"]["name"]
+        try:
+            self.call(
+                f"create NetworkPolicy {name}", self.networking.create_namespaced_network_policy,
+                self.namespace, body,
+            )  # fmt: skip
+            return True
+        except ApiException as err:
+            if err.status != 409:
+                raise api_error(f"create NetworkPolicy {self.namespace}/{name}", err) from err
+        try:
+            self.call(
+                f"read NetworkPolicy {name}", self.networking.read_namespaced_network_policy,
+                name, self.namespace,
+            )  # fmt: skip
+        except ApiException as err:
+            raise api_error(f"read NetworkPolicy {self.namespace}/{name}", err) from err
+        return False
 
     def read_configmap_key(self, name: str, key: str) -> str:
         try:

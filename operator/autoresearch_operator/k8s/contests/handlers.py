@@ -23,10 +23,17 @@ from .runner import ContestRunner
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
 def validate_contest(
-    body: kopf.Body, status: kopf.Status, patch: kopf.Patch, logger: Any, **_: Any
+    body: kopf.Body,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: Any,
+    **_: Any,
 ) -> None:
+    defaults = memo["runtime"].config.org_defaults
     check_spec(
-        body, status, patch, logger, lambda b, where: contest_from_resource(b, where=where),
+        body, status, patch, logger,
+        lambda b, where: contest_from_resource(b, where=where, defaults=defaults),
         ContestSpecError,
     )  # fmt: skip
 

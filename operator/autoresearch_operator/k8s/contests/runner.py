@@ -29,8 +29,9 @@ from ...core.state import budget_exhausted, observe
 from ...crd_contest import PLURAL as CONTESTS
 from ...proposers import ProposerConfigError
 from ...spec import API_GROUP, API_VERSION
-from ..daemon import RETRY_SECONDS, ResourceRunner, proposer_secret
+from ..daemon import RETRY_SECONDS, ResourceRunner, proposer_secret, read_secret_for
 from ..jobs import KubernetesError
+from ..secrets import openai_endpoint
 from ..status import COMPLETED, FAILED, conditions_for
 from . import decide
 from .orgs import ContestOrgs, PostEvent
@@ -52,7 +53,7 @@ class ContestRunner(ResourceRunner[PostEvent]):
         snapshot = copy.deepcopy(dict(self.body))
         generation = snapshot["metadata"].get("generation")
         try:
-            contest = contest_from_resource(snapshot)
+            contest = contest_from_resource(snapshot, defaults=self.config.org_defaults)
         except ContestSpecError:  # the create/update handlers report it; wait for a fixed spec
             self._wait_for_change(generation)
             return
@@ -141,7 +142,10 @@ class ContestRunner(ResourceRunner[PostEvent]):
 
         secret = proposer_secret(spec, self.config, "spec.meta.proposer")
         assert secret is not None
-        key = self.jobs.read_secret_key(secret.name, secret.key)
+        key = read_secret_for(
+            self.jobs, secret, self.config, openai_endpoint(spec.baseURL),
+            "spec.meta.proposer.baseURL",
+        )  # fmt: skip
         return make_meta_proposer(spec, env={spec.apiKeyEnv: key})
 
     # -- status -----------------------------------------------------------------------------------
