@@ -31,7 +31,7 @@ from ...proposers import ProposerConfigError
 from ...spec import API_GROUP, API_VERSION
 from ..daemon import RETRY_SECONDS, ResourceRunner, proposer_secret, read_secret_for
 from ..jobs import KubernetesError
-from ..secrets import openai_endpoint
+from ..secrets import SecretNotAllowed, openai_endpoint
 from ..status import COMPLETED, FAILED, conditions_for
 from . import decide
 from .orgs import ContestOrgs, PostEvent
@@ -77,7 +77,7 @@ class ContestRunner(ResourceRunner[PostEvent]):
         if table.done and rec.round < contest.spec.rounds:
             try:
                 meta = self._meta_proposer(contest)
-            except (KubernetesError, ProposerConfigError) as err:
+            except (KubernetesError, ProposerConfigError, SecretNotAllowed) as err:
                 self._fail(str(err), snapshot, generation)
                 return
             nxt = advance(contest, repo, rec, table, self._journals(contest, rec), meta)
