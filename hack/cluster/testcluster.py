@@ -222,7 +222,8 @@ class Cluster:
         labels: dict[str, str] | None = None,
     ) -> list[str]:
         """Create `count` nodes that kwok simulates. With `taint`, only pods tolerating KWOK_TAINT land there."""
-        capacity = {"cpu": cpu, "memory": memory, "pods": "110"}
+        # ephemeral-storage as every real node reports it: pods bounding their disk ask for it
+        capacity = {"cpu": cpu, "memory": memory, "ephemeral-storage": "1Ti", "pods": "110"}
         if gpus:
             capacity["nvidia.com/gpu"] = str(gpus)
         names = [f"{prefix}{i}" for i in range(count)]

@@ -23,6 +23,8 @@ CALLS: dict[tuple[str, str], tuple[str, str, str]] = {
     ("jobs.py", "list_namespaced_pod"): ("", "pods", "list"),
     ("jobs.py", "read_namespaced_pod_log"): ("", "pods/log", "get"),
     ("jobs.py", "read_namespaced_secret"): ("", "secrets", "get"),
+    # the namespace's Job informer: a list, then a watch through the same method
+    ("informer.py", "list_namespaced_custom_object"): ("batch", "jobs", "list"),
     # the deny-all NetworkPolicy around experiment pods, once per served namespace
     ("jobs.py", "create_namespaced_network_policy"): (
         "networking.k8s.io",
@@ -46,7 +48,8 @@ CALLS: dict[tuple[str, str], tuple[str, str, str]] = {
     ),
 }
 # What kopf itself does for the handlers in k8s/handlers.py and k8s/contests/handlers.py: watch
-# the orgs and contests, patch their finalizer, annotations and status, and post Events.
+# the orgs and contests, patch their finalizer, annotations and status, and post Events; and the
+# watch of the Jobs informer, a stream over a list method that the scan above cannot tell apart.
 KOPF = {
     ("autoresearch.dev", "researchorgs", "list"),
     ("autoresearch.dev", "researchorgs", "watch"),
@@ -56,6 +59,7 @@ KOPF = {
     ("autoresearch.dev", "researchcontests", "patch"),
     ("autoresearch.dev", "researchcontests/status", "patch"),
     ("", "events", "create"),
+    ("batch", "jobs", "watch"),  # k8s/informer.py streams list_namespaced_custom_object
 }
 # Modules that call the API with the user's own credentials, never the operator's:
 # `autoresearch compare --cluster` and `plot --cluster` list ResearchOrgs across namespaces.

@@ -9,8 +9,9 @@ import threading
 import kopf
 import pytest
 from org_records import RUN_SECONDS, THIRD, confirmed_history, history, record
+from org_records import run as run_record
 
-from autoresearch_operator.core.records import ExperimentRecord, Outcome
+from autoresearch_operator.core.records import ExperimentRecord, Outcome, Role
 from autoresearch_operator.k8s import handlers
 from autoresearch_operator.k8s.config import OperatorConfig
 from autoresearch_operator.k8s.daemon import Runtime, api_key_secret
@@ -48,17 +49,35 @@ class Clock:
         return self.now
 
 
-def test_status_patches_are_throttled_but_phase_changes_go_out_at_once():
+def test_status_patches_are_throttled_but_phases_and_results_go_out_at_once():
     patches: list[dict] = []
     clock = Clock()
     publisher = StatusPublisher(patches.append, interval=3600, clock=clock)
     publisher.set_phase("Running", "running the research loop")
     assert [p["phase"] for p in patches] == ["Running"]
     publisher.started(0)
-    publisher.recorded(record(0, Outcome.KEEP, 1.5))
     assert len(patches) == 1  # within the interval: held back (a timer sends it later)
+    assert publisher._timer is not None
+    publisher.recorded(record(0, Outcome.KEEP, 1.5))  # a result: at once, with what was held
+    assert len(patches) == 2 and patches[-1]["counts"]["total"] == 1
+    assert publisher._timer is None  # nothing left for the timer to send twice
+    publisher.started(1)
     publisher.set_phase("Completed", "budget spent")
-    assert patches[-1]["phase"] == "Completed" and patches[-1]["counts"]["total"] == 1
+    assert patches[-1]["phase"] == "Completed" and len(patches) == 3
+    publisher.close()
+
+
+def test_a_run_journaled_then_decided_at_once_is_one_patch_not_two():
+    """Past the interval a change still waits `coalesce` for what follows it at once."""
+    patches: list[dict] = []
+    clock = Clock()
+    publisher = StatusPublisher(patches.append, interval=5, coalesce=30, clock=clock)
+    clock.now += 10  # the last patch is long ago
+    publisher.run_recorded(run_record(0, 0, Role.BASELINE, "c" * 40, 1.5))
+    assert patches == [] and publisher._timer is not None
+    publisher.recorded(record(0, Outcome.KEEP, 1.5))
+    assert len(patches) == 1 and patches[0]["counts"]["total"] == 1
+    assert publisher._timer is None
     publisher.close()
 
 

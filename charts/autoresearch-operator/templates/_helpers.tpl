@@ -159,9 +159,10 @@ deploy/rbac.yaml's, which the cluster tests run the operator with (tests/chart/t
   resources: ["researchcontests/finalizers"]
   verbs: ["update"]
 # One Job per experiment, one prepare Job; a Job left over from a reset history is deleted.
+# One list and watch per namespace (k8s/informer.py) tells every org when its runs finish.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "get", "delete"]
+  verbs: ["create", "get", "list", "watch", "delete"]
 # A finished Job's pods say how it ended; the train container's log shows progress.
 - apiGroups: [""]
   resources: ["pods"]

@@ -74,7 +74,9 @@ class LoopObserver(Protocol):
         'confirming' (once, when a promising experiment's confirmation starts; detail "N more
         runs and N re-runs of the best") and 'verifying' (each confirmation run or re-run)."""
 
-    def progress(self, org: str, p: Progress) -> None: ...
+    def progress(self, org: str, p: Progress) -> None:
+        """Training progress while a run trains. An observer with an attribute
+        `wants_progress = False` gets none, and the executor reads no training log for it."""
 
     def run_recorded(self, org: str, run: RunRecord) -> None:
         """A run finished and is journaled (before anything is decided from it)."""

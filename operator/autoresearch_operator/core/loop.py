@@ -289,7 +289,12 @@ class ResearchLoop:
             self.observer.phase(org, n, "verifying", f"run {req.run}: {req.role.value} "
                                 f"{req.commit[:7]} seed {req.seed}")  # fmt: skip
         started = time.time()
-        result = self.executor.run(job, lambda p: self.observer.progress(org, p))
+        # Progress costs the executor a log read per poll on a cluster: only for an observer
+        # that shows it (`wants_progress`, default true).
+        wanted = getattr(self.observer, "wants_progress", True)
+        result = self.executor.run(
+            job, (lambda p: self.observer.progress(org, p)) if wanted else None
+        )
         return RunRecord(n, req.run, req.role, req.commit, req.seed, result, started, time.time())
 
     def _run_finished(self, state: OrgState, run: RunRecord) -> None:

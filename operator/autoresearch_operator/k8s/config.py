@@ -34,7 +34,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "METRICS_PORT": ("8080", "port of /metrics and /healthz; 0 turns the server off"),
     "LLM_SECRET_NAME": ("", "Secret with the LLM API key for orgs without apiKeySecretRef"),
     "LLM_SECRET_KEY": ("apiKey", "key inside that Secret"),
-    "POLL_SECONDS": ("10", "how often a running Job is checked"),
+    "POLL_SECONDS": (
+        "10",
+        "how often a contest pass runs and (--verbose) a training log is sampled",
+    ),
     "STATUS_INTERVAL_SECONDS": ("5", "least time between two status patches of one org"),
     "MAX_ORGS": ("64", "ResearchOrgs one operator runs at once (worker threads)"),
     "ORG_DEFAULTS": (

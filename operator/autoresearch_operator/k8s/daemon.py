@@ -39,6 +39,7 @@ from ..spec import (
 from . import builders
 from .config import OperatorConfig
 from .executor import KubernetesExecutor
+from .informer import JobInformer
 from .jobs import Interrupted, JobClient, KubernetesError
 from .observer import OrgObserver, PostEvent, StatusPublisher, TimedProposer
 from .results import job_failure, job_succeeded, newest_pod
@@ -58,6 +59,15 @@ class Runtime:
     api: client.ApiClient
     metrics: OperatorMetrics
     _repo_lock: threading.Lock = field(default_factory=threading.Lock)
+    _informers: dict[str, JobInformer] = field(default_factory=dict)
+    policed: set[str] = field(default_factory=set)  # namespaces whose NetworkPolicy exists
+
+    def job_informer(self, namespace: str) -> JobInformer:
+        """One watch of the operator's Jobs per namespace, shared by every org there."""
+        with self._repo_lock:
+            if namespace not in self._informers:
+                self._informers[namespace] = JobInformer(self.api, namespace).start()
+            return self._informers[namespace]
 
     def repo(self, namespace: str) -> OrgRepo:
         with self._repo_lock:  # two orgs starting at once must not both create the repository
@@ -113,8 +123,8 @@ def prepare_data(jobs: JobClient, config: OperatorConfig) -> str | None:
         resources=config.prepare_resources,
     )
     name = body["metadata"]["name"]
-    jobs.create_or_adopt_job(body)
-    final = jobs.wait_finished(name)
+    created, _ = jobs.create_or_adopt_job(body)
+    final = jobs.wait_finished(name, uid=created["metadata"].get("uid"))
     if final is None:
         return f"the prepare Job {name} was deleted before it finished; it will be re-created"
     if job_succeeded(final):
@@ -154,8 +164,9 @@ class ResourceRunner(Generic[Poster]):
         meta = body["metadata"]
         self.namespace, self.name = meta["namespace"], meta["name"]
         self.jobs = JobClient(
-            runtime.api, self.namespace, wait=wait, poll_seconds=self.config.poll_seconds, log=log
-        )
+            runtime.api, self.namespace, wait=wait, poll_seconds=self.config.poll_seconds,
+            log=log, informer=runtime.job_informer(self.namespace),
+        )  # fmt: skip
         self._setup()
 
     def _setup(self) -> None:
@@ -201,7 +212,6 @@ class OrgRunner(ResourceRunner[PostEvent]):
             log=self.log,
         )
         self.data_ready = False
-        self.network_policy_ready = False
 
     # -- the passes ---------------------------------------------------------------------------
 
@@ -261,7 +271,7 @@ class OrgRunner(ResourceRunner[PostEvent]):
         if phase != RUNNING:  # Paused or Completed: nothing to do until the spec changes
             self._wait_for_change(generation)
             return
-        if self.config.network_policy and not self.network_policy_ready:
+        if self.config.network_policy and self.namespace not in self.runtime.policed:
             try:  # before the first candidate runs: its pod must have no network
                 if self.jobs.ensure_network_policy(builders.network_policy(self.namespace)):
                     self.log.info("created NetworkPolicy %s", builders.NETWORK_POLICY)
@@ -270,7 +280,7 @@ class OrgRunner(ResourceRunner[PostEvent]):
                     f"{err} (set AUTORESEARCH_NETWORK_POLICY=false to run without)", generation
                 )
                 return
-            self.network_policy_ready = True
+            self.runtime.policed.add(self.namespace)
         observer = OrgObserver(
             self.namespace, self.name, self.publisher, self.post_event, self.runtime.metrics,
             log=self.log,

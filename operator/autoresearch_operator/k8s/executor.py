@@ -72,7 +72,9 @@ class KubernetesExecutor:
                     progress.loss = loss if loss is not None else progress.loss
             on_progress(progress)
 
-        final = self.jobs.wait_finished(name, on_poll)
+        final = self.jobs.wait_finished(
+            name, on_poll if on_progress is not None else None, uid=created["metadata"].get("uid")
+        )
         if final is None:
             return TrainResult(
                 status="crash",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -20,9 +21,12 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from .informer import JobInformer
 from .results import job_finished
 
 T = TypeVar("T")
+# With an informer, a waiter still reads its Job this often: a missed watch event costs a delay.
+RECHECK_SECONDS = 120.0
 TRANSIENT_STATUS = {0, 408, 429, 500, 502, 503, 504}
 BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -60,11 +64,13 @@ class JobClient:
         wait: Callable[[float], bool],
         poll_seconds: float = 10.0,
         log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        informer: JobInformer | None = None,
     ):
         self.objects, self.core = client.CustomObjectsApi(api), client.CoreV1Api(api)
         self.networking = client.NetworkingV1Api(api)
         self.namespace = namespace
         self.wait, self.poll_seconds = wait, poll_seconds
+        self.informer = informer
         self.log = log or logging.getLogger(__name__)
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -128,9 +134,17 @@ class JobClient:
                 raise Interrupted(f"waiting for Job {name} to be deleted")
 
     def wait_finished(
-        self, name: str, on_poll: Callable[[dict[str, Any]], None] | None = None
+        self,
+        name: str,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
+        uid: str | None = None,
     ) -> dict[str, Any] | None:
-        """Poll until the Job is Complete or Failed; None if it disappeared first."""
+        """Until the Job (with `uid`, when given) is Complete or Failed; None if it disappeared
+        first. With an informer it waits on the namespace's watch, reading the Job itself only
+        every RECHECK_SECONDS; without one it reads it every poll_seconds. `on_poll` is called
+        every poll_seconds either way."""
+        if self.informer is not None:
+            return self._wait_watched(self.informer, name, on_poll, uid)
         while True:
             job = self.read_job(name)
             if job is None or job_finished(job):
@@ -139,6 +153,38 @@ class JobClient:
                 on_poll(job)
             if self.wait(self.poll_seconds):
                 raise Interrupted(f"waiting for Job {name}")
+
+    def _wait_watched(
+        self,
+        informer: JobInformer,
+        name: str,
+        on_poll: Callable[[dict[str, Any]], None] | None,
+        uid: str | None,
+    ) -> dict[str, Any] | None:
+        now = time.monotonic()
+        # a Job just created (its uid known) is not read again before the first recheck
+        recheck, next_poll = (now + RECHECK_SECONDS if uid else now), now
+        try:
+            while True:
+                job, gone = informer.lookup(name, uid) if informer.synced else (None, False)
+                if gone:
+                    return None
+                if time.monotonic() >= recheck:  # never trust the watch alone
+                    job = self.read_job(name)
+                    if job is None or (uid and job["metadata"].get("uid") != uid):
+                        return None
+                    uid = job["metadata"].get("uid")
+                    recheck = time.monotonic() + RECHECK_SECONDS
+                if job is not None and job_finished(job):
+                    return job
+                if on_poll is not None and time.monotonic() >= next_poll:
+                    on_poll(job or {})
+                    next_poll = time.monotonic() + self.poll_seconds
+                informer.wait_change(name, 1.0)
+                if self.wait(0):
+                    raise Interrupted(f"waiting for Job {name}")
+        finally:
+            informer.forget_waiter(name)
 
     # -- ConfigMaps, pods, logs -------------------------------------------------------------------
 

@@ -25,18 +25,24 @@ PostEvent = Callable[[str, str, str], None]  # (type, reason, message)
 
 class StatusPublisher:
     """Holds what the status is computed from; patches it at most every `interval` seconds,
-    except phase changes, which go out at once. A failed patch is retried with the next one."""
+    except phase changes and decided experiments, which go out at once (a result reaches
+    `kubectl get` without waiting for the interval). A failed patch is retried with the next
+    one."""
 
     def __init__(
         self,
         patch: PatchStatus,
         *,
         interval: float,
+        coalesce: float = 0.5,
         previous: dict[str, Any] | None = None,
         log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self._patch, self.interval, self._clock = patch, interval, clock
+        # even past the interval, a change waits this long for the ones that follow it at once
+        # (a run journaled, then its experiment decided: one patch, not two)
+        self.coalesce = min(coalesce, interval)
         self.log = log or logging.getLogger(__name__)
         self._lock = threading.RLock()
         previous = previous or {}
@@ -129,7 +135,7 @@ class StatusPublisher:
             self.open_runs = {k: r for k, r in self.open_runs.items() if k[0] != rec.experiment}
             self.running.discard(rec.experiment)
             self.confirming.discard(rec.experiment)
-        self.publish()
+            self.flush()
 
     def pushed(self, error: str | None) -> None:
         with self._lock:
@@ -137,9 +143,10 @@ class StatusPublisher:
         self.publish()
 
     def publish(self) -> None:
-        """Patch now if the last patch is old enough, else once the interval has passed."""
+        """Patch soon (after `coalesce`) if the last patch is old enough, else once the
+        interval has passed."""
         with self._lock:
-            wait = self._last_patch + self.interval - self._clock()
+            wait = max(self._last_patch + self.interval - self._clock(), self.coalesce)
             if wait <= 0:
                 self.flush()
             elif self._timer is None:
@@ -154,6 +161,9 @@ class StatusPublisher:
 
     def flush(self) -> None:
         with self._lock:
+            if self._timer is not None:  # this patch carries what the timer would have sent
+                self._timer.cancel()
+                self._timer = None
             status = self.status()
             self._last_patch = self._clock()
             try:
@@ -230,6 +240,11 @@ class OrgObserver:
             self.post_event(
                 "Normal", "ExperimentResumed", f"experiment {experiment}: re-running {detail}"
             )
+
+    @property
+    def wants_progress(self) -> bool:
+        """Progress lines only go to the debug log: without --verbose, no log is read."""
+        return self.log.isEnabledFor(logging.DEBUG)
 
     def progress(self, org: str, p: Progress) -> None:
         if p.line:
