@@ -335,15 +335,31 @@ def gaps(start: dict[Key, float], end: dict[Key, float]) -> list[float]:
 # --------------------------------------------------------------------------- the report
 
 
+def slot_refills(t: Timeline) -> list[float]:
+    """Seconds from each Job's completion to the org's next Job creation that fills the slot it
+    freed: per org, completions and creations in time order, each completion paired with the
+    first creation after it not yet paired (with parallelism > 1, the next experiment number
+    may have been created long before)."""
+    out: list[float] = []
+    for org in {o for o, _ in t.job_done}:
+        created = sorted(at for (o, _), at in t.job_created.items() if o == org)
+        done = sorted(at for (o, _), at in t.job_done.items() if o == org)
+        i = 0
+        for finished in done:
+            while i < len(created) and created[i] < finished:
+                i += 1
+            if i == len(created):
+                break  # the budget is spent: nothing refills the last slots
+            out.append(created[i] - finished)
+            i += 1
+    return out
+
+
 def latency_rows(t: Timeline, orgs_created: float) -> list[tuple[str, list[float]]]:
     first_job: dict[str, float] = {}
     for (org, _), at in t.job_created.items():
         first_job[org] = min(at, first_job.get(org, at))
-    next_job = [
-        t.job_created[(org, n + 1)] - t.job_done[(org, n)]
-        for org, n in t.job_done
-        if (org, n + 1) in t.job_created
-    ]
+    next_job = slot_refills(t)
     return [
         ("orgs created -> each org's first Job", [at - orgs_created for at in first_job.values()]),
         ("Job created -> pod created", gaps(t.job_created, t.pod_created)),
