@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from autoresearch_operator.candidate_checks import (
+    PARSER,
     check_definitions,
     check_elisions,
     check_imports,
@@ -142,8 +143,9 @@ def validate_candidate(
 
 def _compile(source: str) -> ast.Module:
     try:
-        tree = ast.parse(source, "train.py")
-        compile(tree, "train.py", "exec")  # what the parser lets through, e.g. a stray return
+        with PARSER:
+            tree = ast.parse(source, "train.py")
+            compile(tree, "train.py", "exec")  # what the parser lets through, e.g. a stray return
     except SyntaxError as error:
         where = f"line {error.lineno}" if error.lineno else "an unknown line"
         text = (error.text or "").strip()
@@ -161,7 +163,8 @@ def _parse_or_none(source: str | None) -> ast.Module | None:
     if source is None:
         return None
     try:
-        return ast.parse(source)
+        with PARSER:
+            return ast.parse(source)
     except (SyntaxError, ValueError):
         return None
 

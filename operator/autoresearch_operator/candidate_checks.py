@@ -16,11 +16,19 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterator
 
 from autoresearch_operator.candidate_edits import CandidateError
 from autoresearch_operator.trainer_modules import importable_in_trainer, trainer_packages
+
+# CPython 3.11 keeps the AST constructor's recursion depth in state that threads share: a garbage
+# collection inside one thread's parse can switch to another thread's parse, and the first then
+# fails with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+# The operator proposes for hundreds of orgs in as many threads, so every parse and compile of
+# a train.py here takes its turn under this lock (the benchmark at 200 orgs hit it).
+PARSER = threading.Lock()
 
 # A whole file is cut off when it ends this many lines short of the current file's end, or more.
 MIN_MISSING_TAIL = 8
@@ -84,7 +92,8 @@ def check_whole_file(source: str, current_source: str) -> None:
 
 def _ends_mid_statement(source: str, last_line: int) -> bool:
     try:
-        compile(source, "train.py", "exec")
+        with PARSER:
+            compile(source, "train.py", "exec")
     except SyntaxError as error:
         unfinished = "never closed" in error.msg or "unexpected EOF" in error.msg
         return unfinished or (error.lineno or 0) >= last_line
