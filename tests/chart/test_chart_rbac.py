@@ -31,7 +31,6 @@ CALLS: dict[tuple[str, str], tuple[str, str, str]] = {
         "networkpolicies",
         "create",
     ),
-    ("jobs.py", "read_namespaced_network_policy"): ("networking.k8s.io", "networkpolicies", "get"),
     ("daemon.py", "patch_namespaced_custom_object_status"): (
         "autoresearch.dev",
         "researchorgs/status",

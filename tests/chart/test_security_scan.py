@@ -148,17 +148,23 @@ def write_manifests(root: Path) -> Written:
     return written
 
 
+def json_report(name: str, argv: list[Any], timeout: float) -> Any:
+    """A scanner's JSON report; its exit code says only whether it found something."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"{name} exited {proc.returncode} without a JSON report:\n{proc.stderr}")
+
+
 def checkov(binary: Path, root: Path, written: Written) -> Iterator[Finding]:
     """checkov's failed checks; it exits 1 when there are any, so its JSON decides."""
-    proc = subprocess.run(
+    report = json_report(
+        "checkov",
         [binary, "-d", root, "--framework", "kubernetes", "--output", "json", "--quiet",
          "--compact", "--skip-download"],  # --skip-download: no calls to Prisma Cloud
-        capture_output=True, text=True, timeout=300,
+        timeout=300,
     )  # fmt: skip
-    try:
-        report = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"checkov exited {proc.returncode} without a JSON report:\n{proc.stderr}")
     if isinstance(report, list):  # one report per framework when several ran
         (report,) = (r for r in report if r.get("check_type") == "kubernetes")
     summary = report["summary"]
@@ -188,16 +194,13 @@ def kube_score(binary: Path, variant: str, written: Written) -> Iterator[Finding
     """kube-score's checks graded below 'all OK' (warnings too). One run per variant, since
     some checks relate objects to each other (a NetworkPolicy selects a pod)."""
     files = sorted(path for path, (v, _) in written.items() if v == variant)
-    proc = subprocess.run(
+    report = json_report(
+        "kube-score",
         [binary, "score", "--output-format", "json", "--kubernetes-version",
          kubernetes_version(), "--enable-optional-test", "container-seccomp-profile",
          "--enable-optional-test", "container-ports-check", *files],
-        capture_output=True, text=True, timeout=120,
+        timeout=120,
     )  # fmt: skip
-    try:
-        report = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"kube-score exited {proc.returncode} without a JSON report:\n{proc.stderr}")
     scored_pods = {f"{o['type_meta']['kind']}/{o['object_meta']['name']}" for o in report}
     pods = {object_name(obj) for v, obj in written.values() if v == variant and pod_spec(obj)}
     assert pods <= scored_pods, f"kube-score did not score {sorted(pods - scored_pods)}"

@@ -102,7 +102,7 @@ def test_the_charts_operator_account_may_do_what_it_needs_and_nothing_more(
         ("update", "configmaps"), ("delete", "configmaps"), ("create", "rolebindings"),
         ("get", "nodes"), ("create", "serviceaccounts/token"), ("update", f"{PLURAL}.{GROUP}/status"),
         ("patch", "jobs.batch/status"), ("delete", "networkpolicies.networking.k8s.io"),
-        ("patch", "networkpolicies.networking.k8s.io"),
+        ("patch", "networkpolicies.networking.k8s.io"), ("get", "networkpolicies.networking.k8s.io"),
     ]  # fmt: skip
     assert [a for a in allowed if not can_i(cluster, account, *a, namespace)] == []
     assert [r for r in refused if can_i(cluster, account, *r, namespace)] == []

@@ -187,5 +187,5 @@ deploy/rbac.yaml's, which the cluster tests run the operator with (tests/chart/t
 # (networkPolicy.enabled); never updated or deleted.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create"]
+  verbs: ["create"]
 {{- end }}

@@ -221,13 +221,14 @@ def experiment_job(
             seed=seed, sandbox="container", **extra,
         )]  # fmt: skip
 
+    resources = bounded(trainer.resources, trainer.scratchSize)  # both containers alike
     train = {
         "name": "train",
         "image": trainer.image,
         "workingDir": APP_DIR,
         # The harness is PID 1 of the container: nothing the candidate starts outlives it.
         "command": harness("train", train_py="/candidate/train.py"),
-        "resources": bounded(trainer.resources, trainer.scratchSize),
+        "resources": resources,
         "securityContext": _restricted_container(),
         # Should the harness itself fail here, its last log lines become the crash's log tail.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -252,7 +253,7 @@ def experiment_job(
             test_if_val_below=test_if_val_below,
             termination_log="/dev/termination-log",
         ),
-        "resources": bounded(trainer.resources, trainer.scratchSize),
+        "resources": resources,
         "securityContext": _restricted_container(),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -58,19 +58,19 @@ class Runtime:
     config: OperatorConfig
     api: client.ApiClient
     metrics: OperatorMetrics
-    _repo_lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _informers: dict[str, JobInformer] = field(default_factory=dict)
     policed: set[str] = field(default_factory=set)  # namespaces whose NetworkPolicy exists
 
     def job_informer(self, namespace: str) -> JobInformer:
         """One watch of the operator's Jobs per namespace, shared by every org there."""
-        with self._repo_lock:
+        with self._lock:
             if namespace not in self._informers:
                 self._informers[namespace] = JobInformer(self.api, namespace).start()
             return self._informers[namespace]
 
     def repo(self, namespace: str) -> OrgRepo:
-        with self._repo_lock:  # two orgs starting at once must not both create the repository
+        with self._lock:  # two orgs starting at once must not both create the repository
             return OrgRepo.open_or_init(self.config.repo_path(namespace), baseline_train_py())
 
 

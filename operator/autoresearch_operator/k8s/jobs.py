@@ -188,17 +188,20 @@ class JobClient:
 
     # -- ConfigMaps, pods, logs -------------------------------------------------------------------
 
-    def create_configmap(self, body: dict[str, Any]) -> None:
-        """Create a ConfigMap; one that exists already (409) is fine."""
-        name = body["metadata"]["name"]
+    def _create_unless_exists(self, create: Callable[..., Any], body: dict[str, Any]) -> bool:
+        """Create `body`; True when created, False when one of its name exists already (409)."""
+        what = f"create {body['kind']} {self.namespace}/{body['metadata']['name']}"
         try:
-            self.call(
-                f"create ConfigMap {name}", self.core.create_namespaced_config_map,
-                self.namespace, body,
-            )  # fmt: skip
+            self.call(what, create, self.namespace, body)
         except ApiException as err:
             if err.status != 409:
-                raise api_error(f"create ConfigMap {name}", err) from err
+                raise api_error(what, err) from err
+            return False
+        return True
+
+    def create_configmap(self, body: dict[str, Any]) -> None:
+        """Create a ConfigMap; one that exists already (409) is fine."""
+        self._create_unless_exists(self.core.create_namespaced_config_map, body)
 
     def job_pods(self, job_name: str) -> list[dict[str, Any]]:
         try:
@@ -244,24 +247,7 @@ class JobClient:
     def ensure_network_policy(self, body: dict[str, Any]) -> bool:
         """Create the NetworkPolicy unless one of that name exists; True when it was created.
         An existing one is left as it is (an administrator may have widened it on purpose)."""
-        name = body["metadata"]["name"]
-        try:
-            self.call(
-                f"create NetworkPolicy {name}", self.networking.create_namespaced_network_policy,
-                self.namespace, body,
-            )  # fmt: skip
-            return True
-        except ApiException as err:
-            if err.status != 409:
-                raise api_error(f"create NetworkPolicy {self.namespace}/{name}", err) from err
-        try:
-            self.call(
-                f"read NetworkPolicy {name}", self.networking.read_namespaced_network_policy,
-                name, self.namespace,
-            )  # fmt: skip
-        except ApiException as err:
-            raise api_error(f"read NetworkPolicy {self.namespace}/{name}", err) from err
-        return False
+        return self._create_unless_exists(self.networking.create_namespaced_network_policy, body)
 
     def read_configmap_key(self, name: str, key: str) -> str:
         try:
