@@ -37,7 +37,8 @@ BASELINE = "SCORE = 2.0\n"
 
 
 class ScriptedProposer:
-    """Proposes the scores in `script` in order; 'garbage' is a rejected proposal."""
+    """Proposes the scores in `script` in order; 'garbage' is a rejected proposal, 'bug' an
+    exception no proposer should raise (CPython's parser once raised SystemError in threads)."""
 
     name = "scripted"
 
@@ -50,6 +51,8 @@ class ScriptedProposer:
         item = self.script[ctx.experiment - 1]
         if item == "garbage":
             raise ProposalRejected("reply had no SEARCH/REPLACE block", TokenUsage(7, 3))
+        if item == "bug":
+            raise SystemError("AST constructor recursion depth mismatch")
         return Proposal(f"try {item}", f"SCORE = {item}\n", TokenUsage(100, 20))
 
 
@@ -253,6 +256,29 @@ def test_a_rejected_proposal_is_no_experiment_and_max_proposals_stops_a_model_th
     state = loop.run()
     assert len(journal.load()) == 3
     assert budget_exhausted(org, state) == "made 3 proposals, 2 rejected (budget.maxProposals)"
+
+
+def test_a_proposer_that_raises_rejects_that_proposal_and_the_loop_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    org = budgeted_org({"maxExperiments": 3})
+    loop, _, journal = make_loop(
+        tmp_path, org, ScriptedProposer([1.9, "bug", 1.8]), ScriptedExecutor()
+    )
+    state = loop.run()
+    recs = journal.load()
+    assert [(r.experiment, r.rejected) for r in recs] == [
+        (0, False),
+        (1, False),
+        (2, True),
+        (3, False),
+    ]
+    assert recs[2].reason == "invalid-proposal"
+    assert recs[2].detail == (
+        "the scripted proposer failed: SystemError: AST constructor recursion depth mismatch"
+    )
+    assert state.best_val_bpb == 1.8 and state.ledger.counts["total"] == 3
+    assert "the scripted proposer failed" in caplog.text  # with its traceback, for the operator
 
 
 def test_pricing_turns_tokens_into_dollars_per_experiment_and_max_llm_cost_stops_the_org(

@@ -14,6 +14,7 @@ and only the runs it still lacks are trained; a run or a decision recorded is ne
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from .records import (
 )
 from .state import Candidate, OrgState, budget_exhausted, reconcile
 
+LOG = logging.getLogger(__name__)
 HISTORY_FOR_PROMPT = 20
 ATTEMPT_LINES = 8  # of a rejected proposal, kept in its record for the next prompts
 ATTEMPT_LINE_CHARS = 200
@@ -156,6 +158,12 @@ class ResearchLoop:
             outcome: Proposal | ProposalRejected = self.proposer.propose(ctx)
         except ProposalRejected as rejected:
             outcome = rejected
+        except Exception as error:  # a bug in a proposer rejects this proposal, never the loop
+            LOG.exception("org %s: the %s proposer failed", self.org.name, self.proposer.name)
+            outcome = ProposalRejected(
+                f"the {self.proposer.name} proposer failed: {type(error).__name__}: {error}",
+                TokenUsage(),
+            )
         return parent, outcome, time.monotonic() - start
 
     def _prefetch(self, state: OrgState, experiment: int) -> _Pending | None:
