@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import math
 import os
 import shutil
@@ -234,6 +235,7 @@ class Timeline:
         self.pod_succeeded: dict[Key, float] = {}
         self.node_of: dict[Key, str] = {}
         self.recorded: dict[Key, float] = {}
+        self.journaled: dict[Key, float] = {}  # the operator had the run's result (its clock)
         self.org_completed: dict[str, float] = {}
         self.org_status: dict[str, dict[str, Any]] = {}
         self.failed: dict[str, str] = {}
@@ -328,6 +330,18 @@ class Timeline:
             self.failed[name] = status.get("message", "")
 
 
+def journaled_runs(state_dir: Path, namespace: str) -> dict[Key, float]:
+    """When the operator journaled each experiment's first run: the moment its loop had the
+    result, on this machine's clock like the watches' times (read after the orgs completed)."""
+    out: dict[Key, float] = {}
+    for journal in sorted((state_dir / namespace).glob("*/experiments.jsonl")):
+        for line in journal.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("kind") == "run" and rec.get("run") == 0:
+                out[(journal.parent.name, int(rec["experiment"]))] = float(rec["finished_at"])
+    return out
+
+
 def gaps(start: dict[Key, float], end: dict[Key, float]) -> list[float]:
     return [end[k] - start[k] for k in start if k in end]
 
@@ -369,6 +383,10 @@ def latency_rows(t: Timeline, orgs_created: float) -> list[tuple[str, list[float
         ("pod Succeeded -> Job Complete", gaps(t.pod_succeeded, t.job_done)),
         ("pod Succeeded -> org status counts it", gaps(t.pod_succeeded, t.recorded)),
         ("Job Complete -> org status counts it", gaps(t.job_done, t.recorded)),
+        # the two halves, split by the operator's own journal: is it the operator being late
+        # to learn of the end (watch), or its status reaching the API server and this watch?
+        ("  Job Complete -> operator has the result", gaps(t.job_done, t.journaled)),
+        ("  operator has the result -> status counts it", gaps(t.journaled, t.recorded)),
         ("Job Complete -> the org's next Job created", next_job),
     ]
 
@@ -457,7 +475,9 @@ def print_report(
     log = operator_log.read_text(errors="replace").splitlines()
     retried = sum("retrying in" in line for line in log)
     forbidden = sum("Forbidden" in line for line in log)
-    print(f"\noperator log: {retried} API calls retried, {forbidden} lines with Forbidden")
+    missed = sum("but its watch still had" in line for line in log)
+    print(f"\noperator log: {retried} API calls retried, {forbidden} lines with Forbidden, "
+          f"{missed} Job ends found by a direct read before the watch told")  # fmt: skip
     if t.failed:
         print(f"FAILED orgs: {t.failed}")
 
@@ -566,6 +586,7 @@ def run(args: argparse.Namespace, scratch: Path, cleanup: contextlib.ExitStack) 
         components["this benchmark (proxy, watches)"] = os.getpid()
         plane = {name: _cpu(p) - plane_before[name] for name, p in components.items()}
         time.sleep(2)  # the last watch events
+    timeline.journaled = journaled_runs(operator.state_dir, namespace)
     step("all orgs Completed; stopping")
     print_report(
         args, timeline, started=started, finished=finished, cpu=(at_start, at_orgs, at_end),

@@ -23,8 +23,9 @@ CALLS: dict[tuple[str, str], tuple[str, str, str]] = {
     ("jobs.py", "list_namespaced_pod"): ("", "pods", "list"),
     ("jobs.py", "read_namespaced_pod_log"): ("", "pods/log", "get"),
     ("jobs.py", "read_namespaced_secret"): ("", "secrets", "get"),
-    # the namespace's Job informer: a list, then a watch through the same method
+    # the namespace's Job and pod informers: a list, then a watch through the same method
     ("informer.py", "list_namespaced_custom_object"): ("batch", "jobs", "list"),
+    ("informer.py", "list_namespaced_pod"): ("", "pods", "list"),
     # the deny-all NetworkPolicy around experiment pods, once per served namespace
     ("jobs.py", "create_namespaced_network_policy"): (
         "networking.k8s.io",
@@ -59,6 +60,7 @@ KOPF = {
     ("autoresearch.dev", "researchcontests/status", "patch"),
     ("", "events", "create"),
     ("batch", "jobs", "watch"),  # k8s/informer.py streams list_namespaced_custom_object
+    ("", "pods", "watch"),  # ... and list_namespaced_pod
 }
 # Modules that call the API with the user's own credentials, never the operator's:
 # `autoresearch compare --cluster` and `plot --cluster` list ResearchOrgs across namespaces.

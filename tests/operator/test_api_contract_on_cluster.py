@@ -91,7 +91,7 @@ def test_the_charts_operator_account_may_do_what_it_needs_and_nothing_more(
         ("watch", f"{PLURAL}.{GROUP}"), ("patch", f"{PLURAL}.{GROUP}"),
         ("patch", f"{PLURAL}.{GROUP}/status"), ("create", "jobs.batch"), ("delete", "jobs.batch"),
         ("watch", "jobs.batch"),
-        ("list", "pods"), ("get", "pods/log"), ("create", "configmaps"), ("get", "secrets"),
+        ("list", "pods"), ("watch", "pods"), ("get", "pods/log"), ("create", "configmaps"), ("get", "secrets"),
         ("create", "events"), ("create", f"{PLURAL}.{GROUP}"),
         ("create", "networkpolicies.networking.k8s.io"),
         ("watch", f"researchcontests.{GROUP}"), ("patch", f"researchcontests.{GROUP}/status"),

@@ -1,5 +1,5 @@
-"""The namespace's Job informer on the local control plane: a run's end reaches its waiter through
-the watch, not through polling.
+"""The namespace's Job and pod informers on the local control plane: a run's end reaches its
+waiter through the watch, not through polling, and how it ended is read from the pod watch.
 
 Each waiter polls nothing (poll_seconds is an hour) and reads its Job itself only every
 RECHECK_SECONDS (two minutes), so a waiter that returns within seconds was woken by the watch.
@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from autoresearch_operator.k8s.builders import MANAGED_BY
-from autoresearch_operator.k8s.informer import JobInformer
+from autoresearch_operator.k8s.informer import JobInformer, PodInformer
 from autoresearch_operator.k8s.jobs import RECHECK_SECONDS, JobClient
 
 pytestmark = pytest.mark.cluster
@@ -65,8 +65,15 @@ def test_a_finished_and_a_deleted_job_wake_their_waiters_through_the_watch(
     assert RECHECK_SECONDS > 10 * WOKEN_WITHIN
     process_node(f"cpu-{secrets.token_hex(3)}")
     informer = JobInformer(cluster.api, namespace).start()
+    pod_informer = PodInformer(cluster.api, namespace).start()
     stop = threading.Event()
-    jobs = JobClient(cluster.api, namespace, wait=stop.wait, poll_seconds=3600, informer=informer)
+    jobs = JobClient(
+        cluster.api, namespace, wait=stop.wait, poll_seconds=3600, informer=informer,
+        pods=pod_informer,
+    )  # fmt: skip
+    listed = []  # direct lists of a Job's pods: the fallback when the pod watch is behind
+    list_job_pods = jobs.list_job_pods
+    jobs.list_job_pods = lambda name: listed.append(name) or list_job_pods(name)  # type: ignore[method-assign]
     try:
         done, _ = jobs.create_or_adopt_job(job_body("done", ["python", "-c", "pass"]))
         # suspended: it never runs, so only its deletion can end the wait
@@ -79,6 +86,17 @@ def test_a_finished_and_a_deleted_job_wake_their_waiters_through_the_watch(
         waiters[0].join(120)
         assert isinstance(waiters[0].result, dict), waiters[0].result
         assert waiters[0].result["status"].get("succeeded") == 1
+        (pod,) = jobs.finished_pods(waiters[0].result)
+        assert pod["status"]["phase"] == "Succeeded"
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == done["metadata"]["uid"]
+        assert listed == [], "the finished Job's pod was listed, not read from the pod watch"
+        # without a synced pod watch the pods are listed, as before the watch
+        unwatched = JobClient(
+            cluster.api, namespace, wait=stop.wait, pods=PodInformer(cluster.api, namespace)
+        )
+        assert [p["metadata"]["name"] for p in unwatched.finished_pods(waiters[0].result)] == [
+            pod["metadata"]["name"]
+        ]
 
         client.BatchV1Api(cluster.api).delete_namespaced_job(
             "doomed", namespace, propagation_policy="Background"
@@ -88,3 +106,4 @@ def test_a_finished_and_a_deleted_job_wake_their_waiters_through_the_watch(
     finally:
         stop.set()
         informer.stop()
+        pod_informer.stop()

@@ -163,10 +163,11 @@ deploy/rbac.yaml's, which the cluster tests run the operator with (tests/chart/t
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch", "delete"]
-# A finished Job's pods say how it ended; the train container's log shows progress.
+# A finished Job's pods say how it ended: one list and watch per namespace (k8s/informer.py),
+# a direct list when that watch is behind; the train container's log shows progress.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

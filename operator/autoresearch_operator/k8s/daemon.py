@@ -39,7 +39,7 @@ from ..spec import (
 from . import builders
 from .config import OperatorConfig
 from .executor import KubernetesExecutor
-from .informer import JobInformer
+from .informer import JobInformer, PodInformer
 from .jobs import Interrupted, JobClient, KubernetesError
 from .observer import OrgObserver, PostEvent, StatusPublisher, TimedProposer
 from .results import job_failure, job_succeeded, newest_pod
@@ -59,14 +59,18 @@ class Runtime:
     api: client.ApiClient
     metrics: OperatorMetrics
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _informers: dict[str, JobInformer] = field(default_factory=dict)
+    _informers: dict[str, tuple[JobInformer, PodInformer]] = field(default_factory=dict)
     policed: set[str] = field(default_factory=set)  # namespaces whose NetworkPolicy exists
 
-    def job_informer(self, namespace: str) -> JobInformer:
-        """One watch of the operator's Jobs per namespace, shared by every org there."""
+    def informers(self, namespace: str) -> tuple[JobInformer, PodInformer]:
+        """One watch of the operator's Jobs and one of their pods per namespace, shared by
+        every org there."""
         with self._lock:
             if namespace not in self._informers:
-                self._informers[namespace] = JobInformer(self.api, namespace).start()
+                self._informers[namespace] = (
+                    JobInformer(self.api, namespace).start(),
+                    PodInformer(self.api, namespace).start(),
+                )
             return self._informers[namespace]
 
     def repo(self, namespace: str) -> OrgRepo:
@@ -129,7 +133,7 @@ def prepare_data(jobs: JobClient, config: OperatorConfig) -> str | None:
         return f"the prepare Job {name} was deleted before it finished; it will be re-created"
     if job_succeeded(final):
         return None
-    pod = newest_pod(jobs.job_pods(name))
+    pod = newest_pod(jobs.finished_pods(final))
     statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or [{}]
     message = ((statuses[0].get("state") or {}).get("terminated") or {}).get("message") or ""
     tail = " ".join(message.split())[-400:]
@@ -163,9 +167,10 @@ class ResourceRunner(Generic[Poster]):
         self.stopped, self.wait, self.post_event, self.log = stopped, wait, post_event, log
         meta = body["metadata"]
         self.namespace, self.name = meta["namespace"], meta["name"]
+        job_informer, pod_informer = runtime.informers(self.namespace)
         self.jobs = JobClient(
             runtime.api, self.namespace, wait=wait, poll_seconds=self.config.poll_seconds,
-            log=log, informer=runtime.job_informer(self.namespace),
+            log=log, informer=job_informer, pods=pod_informer,
         )  # fmt: skip
         self._setup()
 

@@ -82,7 +82,7 @@ class KubernetesExecutor:
                 detail=f"Job {name} was deleted before it finished",
                 total_seconds=time.monotonic() - started,
             )
-        pods = self.jobs.job_pods(name)
+        pods = self.jobs.finished_pods(final)
         result = result_from_job(final, pods)
         if result.status == "crash" and not result.log_tail:
             result.log_tail = self._log_tail(pods)

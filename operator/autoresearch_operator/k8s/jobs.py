@@ -21,15 +21,17 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from .informer import JobInformer
-from .results import job_finished
+from .informer import JOB_NAME_LABEL, JobInformer, PodInformer
+from .results import job_finished, pods_settled
 
 T = TypeVar("T")
 # With an informer, a waiter still reads its Job this often: a missed watch event costs a delay.
 RECHECK_SECONDS = 120.0
+# A finished Job's pods are read from the pod watch once it has caught up (it trails the Job's
+# by milliseconds); after this long they are listed directly.
+POD_SETTLE_SECONDS = 5.0
 TRANSIENT_STATUS = {0, 408, 429, 500, 502, 503, 504}
 BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 _JOBS = ("batch", "v1")  # group and version, for CustomObjectsApi
 
 
@@ -65,12 +67,13 @@ class JobClient:
         poll_seconds: float = 10.0,
         log: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         informer: JobInformer | None = None,
+        pods: PodInformer | None = None,
     ):
         self.objects, self.core = client.CustomObjectsApi(api), client.CoreV1Api(api)
         self.networking = client.NetworkingV1Api(api)
         self.namespace = namespace
         self.wait, self.poll_seconds = wait, poll_seconds
-        self.informer = informer
+        self.informer, self.pods = informer, pods
         self.log = log or logging.getLogger(__name__)
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -170,9 +173,11 @@ class JobClient:
                 if gone:
                     return None
                 if time.monotonic() >= recheck:  # never trust the watch alone
-                    job = self.read_job(name)
+                    cached, job = job, self.read_job(name)
                     if job is None or (uid and job["metadata"].get("uid") != uid):
                         return None
+                    if job_finished(job) and not (cached and job_finished(cached)):
+                        self._watch_missed(informer, job, cached)
                     uid = job["metadata"].get("uid")
                     recheck = time.monotonic() + RECHECK_SECONDS
                 if job is not None and job_finished(job):
@@ -185,6 +190,19 @@ class JobClient:
                     raise Interrupted(f"waiting for Job {name}")
         finally:
             informer.forget_waiter(name)
+
+    def _watch_missed(
+        self, informer: JobInformer, job: dict[str, Any], cached: dict[str, Any] | None
+    ) -> None:
+        """A recheck found the Job finished before the watch said so: how far behind it was."""
+        at, version = informer.last_event
+        self.log.warning(
+            "Job %s finished (resourceVersion %s) but its watch still had %s; the watch's last "
+            "event (resourceVersion %s) came %.1f s ago",
+            job["metadata"]["name"], job["metadata"].get("resourceVersion"),
+            (cached or {}).get("metadata", {}).get("resourceVersion", "nothing"),
+            version, time.monotonic() - at,
+        )  # fmt: skip
 
     # -- ConfigMaps, pods, logs -------------------------------------------------------------------
 
@@ -204,6 +222,34 @@ class JobClient:
         self._create_unless_exists(self.core.create_namespaced_config_map, body)
 
     def job_pods(self, job_name: str) -> list[dict[str, Any]]:
+        """The Job's pods as they are now: from the pod watch where there is one."""
+        if self.pods is not None and self.pods.synced:
+            return self.pods.pods_of(job_name)
+        return self.list_job_pods(job_name)
+
+    def finished_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pods of a finished Job, to tell how it ended: from the pod watch once it shows
+        them stopped (Succeeded or Failed), else listed directly, so a watch that is behind or
+        missed an event costs a request, never a wrong verdict."""
+        name, uid = job["metadata"]["name"], job["metadata"].get("uid")
+        pods = self.pods
+        if pods is None:
+            return self.list_job_pods(name)
+        deadline = time.monotonic() + POD_SETTLE_SECONDS
+        try:
+            while pods.synced:
+                cached = pods.pods_of(name, uid)
+                if pods_settled(cached):
+                    return cached
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                pods.wait_change(name, min(left, 1.0))
+        finally:
+            pods.forget_waiter(name)
+        return self.list_job_pods(name)
+
+    def list_job_pods(self, job_name: str) -> list[dict[str, Any]]:
         try:
             raw = self.call(
                 f"list pods of Job {job_name}", self.core.list_namespaced_pod, self.namespace,

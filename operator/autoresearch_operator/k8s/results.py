@@ -50,6 +50,12 @@ def newest_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", default=None)
 
 
+def pods_settled(pods: list[dict[str, Any]]) -> bool:
+    """The newest pod has stopped for good (Succeeded or Failed): what it says is final."""
+    pod = newest_pod(pods)
+    return pod is not None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
 def container_status(pod: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     if pod is None:
         return None
